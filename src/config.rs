@@ -1,0 +1,245 @@
+//! Settings: command-line flags and environment variables, parsed and validated into one
+//! [`Config`] before anything binds. A flag wins over its variable. No I/O happens here.
+
+use std::net::IpAddr;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Parser, ValueEnum};
+
+/// Exit status for a bad setting, as for any usage error.
+pub const USAGE_EXIT_CODE: u8 = 2;
+
+/// Every setting of the service, validated.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ip-counter", version, about, long_about = None)]
+pub struct Config {
+    /// Port of the ingest listener (POST /logs, /health, /ready, /stats); 0 picks a free port
+    #[arg(long, env = "LOG_PORT", default_value_t = 5000)]
+    pub log_port: u16,
+
+    /// Port of the metrics listener (GET /metrics); 0 picks a free port
+    #[arg(long, env = "METRICS_PORT", default_value_t = 9102)]
+    pub metrics_port: u16,
+
+    /// Address both listeners bind to (`::` for dual stack)
+    #[arg(long, env = "SERVER_HOST", default_value = "0.0.0.0")]
+    pub server_host: IpAddr,
+
+    /// Log verbosity
+    #[arg(long, env = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Full tracing filter (e.g. `ip_counter=debug,hyper=warn`); overrides LOG_LEVEL
+    #[arg(long, env = "RUST_LOG", value_parser = parse_filter)]
+    pub rust_log: Option<String>,
+
+    /// Log line format
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Largest accepted request body, e.g. `64MiB`, `1GB` or plain bytes
+    #[arg(long, env = "MAX_BODY_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub max_body_bytes: u64,
+}
+
+/// Verbosity of the service's own log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[allow(missing_docs)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// The level as a tracing filter directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// What stops the program before it starts: a bad setting, or a request for help/version text.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--help` or `--version`: print the text and exit 0.
+    Info(String),
+    /// A bad setting: print the one-line message and exit with [`USAGE_EXIT_CODE`].
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the process's arguments and environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::from_args(std::env::args_os())
+    }
+
+    /// Parses the given arguments (the first is the program name); the environment still
+    /// supplies settings that no flag names.
+    pub fn from_args<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::try_parse_from(args).map_err(|e| match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ConfigError::Info(e.to_string()),
+            _ => ConfigError::Invalid(one_line(&e)),
+        })
+    }
+}
+
+/// Turns clap's multi-line report into one line that names the setting by flag and variable.
+fn one_line(e: &clap::Error) -> String {
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let first = e.to_string();
+    let first = first.lines().next().unwrap_or("invalid arguments");
+    match (arg, value) {
+        (Some(arg), Some(value)) => {
+            let flag = arg.split_whitespace().next().unwrap_or(&arg);
+            let var = flag
+                .trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase();
+            let reason = first.rsplit_once(": ").map(|(_, r)| r).unwrap_or(first);
+            format!("error: invalid value {value:?} for {var} ({flag}): {reason}")
+        }
+        _ => first.to_string(),
+    }
+}
+
+/// Checks a tracing filter such as `info,ip_counter=debug`.
+fn parse_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses a byte size: `64MiB`, `1GB`, `512k` or plain bytes; zero is refused.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text.trim().parse()?;
+    match size.as_u64() {
+        0 => Err("must be greater than zero".into()),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        Config::from_args(std::iter::once("ip-counter").chain(args.iter().copied()))
+    }
+
+    fn invalid(args: &[&str]) -> String {
+        match parse(args) {
+            Err(ConfigError::Invalid(msg)) => msg,
+            other => panic!("expected a bad-setting error for {args:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_set_every_field() {
+        let cfg = parse(&[
+            "--log-port=6000",
+            "--metrics-port=9200",
+            "--server-host=::",
+            "--log-level=debug",
+            "--rust-log=ip_counter=trace",
+            "--log-format=json",
+            "--max-body-bytes=1MiB",
+        ])
+        .unwrap();
+        assert_eq!(cfg.log_port, 6000);
+        assert_eq!(cfg.metrics_port, 9200);
+        assert_eq!(cfg.server_host, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(cfg.log_level, LogLevel::Debug);
+        assert_eq!(cfg.rust_log.as_deref(), Some("ip_counter=trace"));
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn a_bad_port_is_one_line_naming_the_variable() {
+        let msg = invalid(&["--log-port=70000"]);
+        assert!(
+            msg.contains("LOG_PORT") && msg.contains("--log-port"),
+            "{msg}"
+        );
+        assert!(msg.contains("70000"), "{msg}");
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        for (arg, var) in [
+            ("--metrics-port=x", "METRICS_PORT"),
+            ("--server-host=localhost", "SERVER_HOST"),
+            ("--log-level=loud", "LOG_LEVEL"),
+            ("--log-format=xml", "LOG_FORMAT"),
+            ("--max-body-bytes=lots", "MAX_BODY_BYTES"),
+            ("--max-body-bytes=0", "MAX_BODY_BYTES"),
+            ("--rust-log=ip_counter=loudest", "RUST_LOG"),
+        ] {
+            let msg = invalid(&[arg]);
+            assert!(msg.contains(var), "{arg}: {msg}");
+            assert_eq!(msg.lines().count(), 1, "{msg}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_flag_is_refused() {
+        let msg = invalid(&["--no-such-flag"]);
+        assert!(msg.contains("--no-such-flag"), "{msg}");
+    }
+
+    #[test]
+    fn help_lists_every_variable_with_its_default() {
+        let Err(ConfigError::Info(help)) = parse(&["--help"]) else {
+            panic!("--help should print help");
+        };
+        for var in [
+            "LOG_PORT",
+            "METRICS_PORT",
+            "SERVER_HOST",
+            "LOG_LEVEL",
+            "RUST_LOG",
+            "LOG_FORMAT",
+            "MAX_BODY_BYTES",
+        ] {
+            assert!(help.contains(var), "{var} missing from help");
+        }
+        assert!(help.contains("5000") && help.contains("9102") && help.contains("64MiB"));
+    }
+
+    #[test]
+    fn sizes_accept_units_and_plain_bytes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("-1").is_err());
+    }
+}

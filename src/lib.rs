@@ -1,0 +1,23 @@
+//! ip-counter counts the distinct client addresses in web traffic logs and exports the count
+//! to Prometheus.
+//!
+//! A log entry travels `ingest → parse → store → metrics`:
+//!
+//! - [`ingest`]: the ingest listener's router: `POST /logs`, `/health`, `/ready`, `/stats`;
+//! - [`parse`]: request bytes → a validated [`parse::Entry`] and its address;
+//! - [`store`]: the set of distinct addresses and its counts;
+//! - [`metrics`]: the metrics listener's router, reading the store at scrape time.
+//!
+//! Around them: [`config`] (settings, validated before anything binds), [`app`] (binds both
+//! listeners and serves until shutdown), [`shutdown`], [`telemetry`] and [`error`] (the one error
+//! type every handler answers with).
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod parse;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,662 @@
+//! Bytes → addresses and log entries.
+//!
+//! This module owns the SPEC's "Address rules" ([`parse_ip`]) and the single-object JSON body of
+//! `POST /logs` ([`parse_entry`]). Everything here is a pure function: no I/O, no shared state,
+//! and no allocation on the common path (a valid entry whose strings carry no JSON escapes).
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Longest part of a rejected value, in characters, that an error quotes back to the client.
+const MAX_QUOTED_CHARS: usize = 64;
+
+/// A log entry that passed validation. Only the address is kept; the timestamp was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// The client address, IPv4-mapped IPv6 already turned into IPv4.
+    pub ip: IpAddr,
+}
+
+/// Why one log entry was refused. Each variant has a stable machine-readable [`code`](Self::code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// Not valid JSON, trailing data after the value, a top level that is not an object, or a
+    /// key given twice. Carries serde_json's reason.
+    #[error("not a valid JSON log entry: {0}")]
+    InvalidJson(String),
+    /// No `ip` field, or `"ip": null`.
+    #[error("the log entry has no \"ip\" field (absent or null)")]
+    MissingIp,
+    /// `ip` is present but not a valid address. Carries the string's contents or, for a value
+    /// that is not a string (`123`, `true`, `{}`), its JSON text; cut to 64 characters.
+    #[error("{0:?} is not a valid IPv4 or IPv6 address")]
+    InvalidIp(String),
+    /// `timestamp` is present (not `null`) but not an RFC 3339 string. Carries the text like
+    /// [`InvalidIp`](Self::InvalidIp) does.
+    #[error("{0:?} is not an RFC 3339 timestamp")]
+    InvalidTimestamp(String),
+}
+
+impl EntryError {
+    /// The `error` code the API reports.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EntryError::InvalidJson(_) => "invalid_json",
+            EntryError::MissingIp => "missing_ip",
+            EntryError::InvalidIp(_) => "invalid_ip",
+            EntryError::InvalidTimestamp(_) => "invalid_timestamp",
+        }
+    }
+}
+
+/// Parses an address as the SPEC's "Address rules" allow it.
+///
+/// Accepts an IPv4 dotted quad without leading zeros or any RFC 4291 IPv6 text form (any case,
+/// with or without `::`, with an embedded dotted quad). An IPv4-mapped IPv6 address
+/// (`::ffff:1.2.3.4`, `::ffff:102:304`) comes back as the IPv4 address. Everything else is
+/// `None`: surrounding whitespace, ports, brackets, zone ids, CIDR suffixes, host names, and
+/// octal, hex or shortened IPv4 forms.
+pub fn parse_ip(text: &str) -> Option<IpAddr> {
+    // std's parsers implement exactly these rules (std also refuses leading zeros in IPv4), and
+    // they are fast enough that a hand parser would not pay for its risk: see benches/parse.rs.
+    if let Ok(v4) = text.parse::<Ipv4Addr>() {
+        return Some(IpAddr::V4(v4));
+    }
+    text.parse::<Ipv6Addr>().ok().map(|v6| v6.to_canonical())
+}
+
+/// The fields of a log entry this service reads, still as raw JSON so that a value of the wrong
+/// type is reported as an invalid field, not as invalid JSON.
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct RawEntry<'a> {
+    #[serde(borrow, default)]
+    ip: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a RawValue>,
+}
+
+/// Parses one JSON log entry (the seed format
+/// `{"timestamp":"2020-06-24T15:27:00.123456Z","ip":"83.150.59.250","url":"/path"}`).
+///
+/// `ip` is required and must be a string [`parse_ip`] accepts. `timestamp` is optional (`null`
+/// counts as absent); when present it must be an RFC 3339 string. Other fields, `url` included,
+/// are ignored. Checks run in that order: the first failure is the one reported.
+pub fn parse_entry(json: &[u8]) -> Result<Entry, EntryError> {
+    if first_non_space(json) != Some(b'{') {
+        return Err(not_an_object(json));
+    }
+    let raw: RawEntry<'_> =
+        serde_json::from_slice(json).map_err(|e| EntryError::InvalidJson(e.to_string()))?;
+
+    let ip_json = raw.ip.ok_or(EntryError::MissingIp)?;
+    let ip = match json_string(ip_json) {
+        Some(text) => parse_ip(&text).ok_or_else(|| EntryError::InvalidIp(excerpt(&text)))?,
+        None => return Err(EntryError::InvalidIp(excerpt(ip_json.get()))),
+    };
+
+    if let Some(ts_json) = raw.timestamp {
+        match json_string(ts_json) {
+            Some(text) if OffsetDateTime::parse(&text, &Rfc3339).is_ok() => {}
+            Some(text) => return Err(EntryError::InvalidTimestamp(excerpt(&text))),
+            None => return Err(EntryError::InvalidTimestamp(excerpt(ts_json.get()))),
+        }
+    }
+    Ok(Entry { ip })
+}
+
+/// The first byte that is not JSON whitespace.
+fn first_non_space(json: &[u8]) -> Option<u8> {
+    json.iter()
+        .copied()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// The error for a body whose top level is not an object: serde_json's syntax error if it is not
+/// JSON at all, otherwise what kind of value it is. Needed because serde would happily read a
+/// struct from an array.
+fn not_an_object(json: &[u8]) -> EntryError {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(json) {
+        return EntryError::InvalidJson(e.to_string());
+    }
+    let found = match first_non_space(json) {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    };
+    EntryError::InvalidJson(format!("expected a JSON object, found {found}"))
+}
+
+/// The contents of a JSON string value, or `None` when the value is not a string. Borrows unless
+/// the string contains escapes.
+fn json_string(value: &RawValue) -> Option<Cow<'_, str>> {
+    let text = value.get();
+    // serde_json has already validated the value, so a leading quote means a whole string.
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    // Fails only for escapes that are not Unicode text (a lone surrogate such as "\ud800").
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
+/// `text` cut to [`MAX_QUOTED_CHARS`] characters, with `…` marking a cut.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> Option<IpAddr> {
+        Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+    }
+
+    fn v6(groups: [u16; 8]) -> Option<IpAddr> {
+        Some(IpAddr::V6(Ipv6Addr::from(groups)))
+    }
+
+    #[test]
+    fn address_forms() {
+        let table: &[(&str, Option<IpAddr>)] = &[
+            // IPv4 dotted quad.
+            ("83.150.59.250", v4(83, 150, 59, 250)),
+            ("0.0.0.0", v4(0, 0, 0, 0)),
+            ("255.255.255.255", v4(255, 255, 255, 255)),
+            ("10.0.0.1", v4(10, 0, 0, 1)),
+            ("1.2.3.4", v4(1, 2, 3, 4)),
+            // IPv6: every spelling of one address is that address.
+            ("2001:db8::1", v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])),
+            (
+                "2001:0DB8:0:0:0:0:0:1",
+                v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]),
+            ),
+            (
+                "2001:0db8:0000:0000:0000:0000:0000:0001",
+                v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]),
+            ),
+            ("2001:DB8::0:1", v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])),
+            ("::", v6([0; 8])),
+            ("0:0:0:0:0:0:0:0", v6([0; 8])),
+            ("::1", v6([0, 0, 0, 0, 0, 0, 0, 1])),
+            ("1::", v6([1, 0, 0, 0, 0, 0, 0, 0])),
+            ("FE80::1", v6([0xfe80, 0, 0, 0, 0, 0, 0, 1])),
+            ("1:2:3:4:5:6:7:8", v6([1, 2, 3, 4, 5, 6, 7, 8])),
+            ("::2:3:4:5:6:7:8", v6([0, 2, 3, 4, 5, 6, 7, 8])),
+            ("1:2:3:4:5:6:7::", v6([1, 2, 3, 4, 5, 6, 7, 0])),
+            ("1:2:3::8", v6([1, 2, 3, 0, 0, 0, 0, 8])),
+            ("1:2:3:4:5:6::8", v6([1, 2, 3, 4, 5, 6, 0, 8])),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", v6([0xffff; 8])),
+            // Embedded dotted quad: only the IPv4-mapped prefix ::ffff:0:0/96 becomes IPv4.
+            ("::ffff:1.2.3.4", v4(1, 2, 3, 4)),
+            ("::FFFF:1.2.3.4", v4(1, 2, 3, 4)),
+            ("::ffff:102:304", v4(1, 2, 3, 4)),
+            ("0:0:0:0:0:ffff:0102:0304", v4(1, 2, 3, 4)),
+            (
+                "0000:0000:0000:0000:0000:FFFF:5396:3BFA",
+                v4(83, 150, 59, 250),
+            ),
+            ("::1.2.3.4", v6([0, 0, 0, 0, 0, 0, 0x102, 0x304])),
+            (
+                "64:ff9b::1.2.3.4",
+                v6([0x64, 0xff9b, 0, 0, 0, 0, 0x102, 0x304]),
+            ),
+            (
+                "::ffff:0:1.2.3.4",
+                v6([0, 0, 0, 0, 0xffff, 0, 0x102, 0x304]),
+            ),
+            ("1:2:3:4:5:6:1.2.3.4", v6([1, 2, 3, 4, 5, 6, 0x102, 0x304])),
+            // Empty and whitespace.
+            ("", None),
+            (" ", None),
+            (" 1.2.3.4", None),
+            ("1.2.3.4 ", None),
+            ("\t1.2.3.4", None),
+            ("1.2.3.4\n", None),
+            ("\u{a0}1.2.3.4", None),
+            (" ::1", None),
+            ("::1 ", None),
+            ("1.2.3.4\0", None),
+            // Ports and brackets.
+            ("1.2.3.4:80", None),
+            ("[::1]:80", None),
+            ("[::1]", None),
+            ("[2001:db8::1]", None),
+            // Zone ids.
+            ("fe80::1%eth0", None),
+            ("fe80::1%1", None),
+            ("fe80::1%", None),
+            // CIDR suffixes.
+            ("10.0.0.0/8", None),
+            ("1.2.3.4/32", None),
+            ("2001:db8::/32", None),
+            // Host names and other text.
+            ("localhost", None),
+            ("example.com", None),
+            ("null", None),
+            ("1.2.3.4.example.com", None),
+            // Shortened, octal, hex, integer and leading-zero IPv4 forms.
+            ("1.2.3", None),
+            ("1.2", None),
+            ("1", None),
+            ("2130706433", None),
+            ("01.2.3.4", None),
+            ("1.2.3.04", None),
+            ("010.0.0.1", None),
+            ("00.0.0.0", None),
+            ("0x7f.0.0.1", None),
+            ("0x7f000001", None),
+            ("0177.0.0.1", None),
+            // Malformed IPv4.
+            ("256.1.1.1", None),
+            ("1.2.3.256", None),
+            ("1.2.3.4.5", None),
+            ("1.2.3.4.", None),
+            (".1.2.3.4", None),
+            ("1..2.3", None),
+            ("1.2.3.-1", None),
+            ("+1.2.3.4", None),
+            ("１.2.3.4", None),
+            // Malformed IPv6.
+            (":", None),
+            (":::", None),
+            ("1::2::3", None),
+            ("1:2:3:4:5:6:7:8:9", None),
+            ("1:2:3:4:5:6:7", None),
+            ("1:2:3:4:5:6:7:8::", None),
+            (":1:2:3:4:5:6:7", None),
+            ("1:2:3:4:5:6:7:", None),
+            ("12345::1", None),
+            ("00001::1", None),
+            ("g::1", None),
+            ("::ffff:01.2.3.4", None),
+            ("::ffff:256.1.1.1", None),
+            ("::ffff:1.2.3", None),
+            ("::1.2.3.4:5", None),
+            ("1:2:3:4:5:6:7:1.2.3.4", None),
+        ];
+        let wrong: Vec<String> = table
+            .iter()
+            .filter(|(text, want)| parse_ip(text) != *want)
+            .map(|(text, want)| format!("{text:?}: got {:?}, want {want:?}", parse_ip(text)))
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// Eight IPv6 groups with zero groups common, so that `::` runs occur.
+    fn groups() -> impl Strategy<Value = [u16; 8]> {
+        prop::array::uniform8(prop_oneof![Just(0u16), Just(0xffff), any::<u16>()])
+    }
+
+    /// What the address rules say `groups` is, computed without the parser under test.
+    fn expected(groups: [u16; 8]) -> IpAddr {
+        match groups {
+            [0, 0, 0, 0, 0, 0xffff, hi, lo] => {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+            }
+            _ => IpAddr::V6(Ipv6Addr::from(groups)),
+        }
+    }
+
+    fn join(groups: &[u16], render: impl Fn(u16) -> String) -> String {
+        groups
+            .iter()
+            .map(|&g| render(g))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// Every RFC 4291 text form of `groups` this test knows how to write.
+    fn spellings(groups: [u16; 8]) -> Vec<String> {
+        let mut forms = vec![
+            join(&groups, |g| format!("{g:04x}")),
+            join(&groups, |g| format!("{g:04X}")),
+            join(&groups, |g| format!("{g:x}")),
+            join(&groups, |g| format!("{g:X}")),
+            Ipv6Addr::from(groups).to_string(),
+        ];
+        // `::` in place of every run of one or more zero groups, not only the longest.
+        for start in 0..8 {
+            for end in start + 1..=8 {
+                if groups[start..end].iter().all(|&g| g == 0) {
+                    let head = join(&groups[..start], |g| format!("{g:x}"));
+                    let tail = join(&groups[end..], |g| format!("{g:X}"));
+                    forms.push(format!("{head}::{tail}"));
+                }
+            }
+        }
+        // The last 32 bits as a dotted quad.
+        let [a, b] = groups[6].to_be_bytes();
+        let [c, d] = groups[7].to_be_bytes();
+        forms.push(format!(
+            "{}:{a}.{b}.{c}.{d}",
+            join(&groups[..6], |g| format!("{g:x}"))
+        ));
+        forms
+    }
+
+    proptest! {
+        #[test]
+        fn every_spelling_of_an_ipv6_address_is_one_address(groups in groups()) {
+            let want = expected(groups);
+            for form in spellings(groups) {
+                prop_assert_eq!(parse_ip(&form), Some(want), "{}", form);
+            }
+        }
+
+        #[test]
+        fn random_u128_spellings_agree(bits in any::<u128>()) {
+            let groups = Ipv6Addr::from(bits).segments();
+            let want = expected(groups);
+            for form in spellings(groups) {
+                prop_assert_eq!(parse_ip(&form), Some(want), "{}", form);
+            }
+        }
+
+        #[test]
+        fn agrees_with_std_on_ipv4(ip in any::<Ipv4Addr>()) {
+            prop_assert_eq!(parse_ip(&ip.to_string()), Some(IpAddr::V4(ip)));
+        }
+
+        #[test]
+        fn agrees_with_std_on_ipv6(ip in any::<Ipv6Addr>()) {
+            let want = match ip.to_ipv4_mapped() {
+                Some(mapped) => IpAddr::V4(mapped),
+                None => IpAddr::V6(ip),
+            };
+            prop_assert_eq!(parse_ip(&ip.to_string()), Some(want));
+        }
+
+        #[test]
+        fn decorated_addresses_are_rejected(
+            ip in prop_oneof![
+                any::<Ipv4Addr>().prop_map(IpAddr::V4),
+                any::<Ipv6Addr>().prop_map(IpAddr::V6),
+            ],
+            decoration in prop_oneof![
+                Just(" {}"), Just("{} "), Just("{}\n"), Just("{}:80"), Just("[{}]"),
+                Just("[{}]:443"), Just("{}/24"), Just("{}%eth0"), Just("{}."), Just("x{}"),
+            ],
+        ) {
+            let text = decoration.replace("{}", &ip.to_string());
+            prop_assert_eq!(parse_ip(&text), None, "{}", text);
+        }
+
+        #[test]
+        fn leading_zero_in_an_ipv4_octet_is_rejected(ip in any::<Ipv4Addr>(), which in 0..4usize) {
+            let mut octets: Vec<String> = ip.octets().iter().map(u8::to_string).collect();
+            octets[which].insert(0, '0');
+            let text = octets.join(".");
+            prop_assert_eq!(parse_ip(&text), None, "{}", text);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>()) {
+            let _ = parse_ip(&text);
+        }
+
+        #[test]
+        fn address_like_text_never_panics(text in "[0-9a-fA-F:.%/\\[\\] ]{0,48}") {
+            if let Some(ip) = parse_ip(&text) {
+                // Whatever is accepted must survive a round trip through its canonical form.
+                prop_assert_eq!(parse_ip(&ip.to_string()), Some(ip));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_panic(body in any::<Vec<u8>>()) {
+            let _ = parse_entry(&body);
+        }
+    }
+
+    #[test]
+    fn entry_forms() {
+        use EntryError::*;
+        let ok = |a, b, c, d| {
+            Ok(Entry {
+                ip: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+            })
+        };
+        let json = |s: &str| Err(InvalidJson(s.to_owned()));
+        let table: &[(&str, Result<Entry, EntryError>)] = &[
+            // Valid.
+            (
+                r#"{"timestamp":"2020-06-24T15:27:00.123456Z","ip":"83.150.59.250","url":"/path"}"#,
+                ok(83, 150, 59, 250),
+            ),
+            (r#"{"ip":"1.2.3.4"}"#, ok(1, 2, 3, 4)),
+            (r#"{"ip":"1.2.3.4","timestamp":null}"#, ok(1, 2, 3, 4)),
+            (
+                r#"{"ip":"1.2.3.4","timestamp":"2020-06-24T15:27:00+02:00"}"#,
+                ok(1, 2, 3, 4),
+            ),
+            (
+                r#"{"ip":"1.2.3.4","url":null,"user_agent":"x","n":[1,{"a":2}]}"#,
+                ok(1, 2, 3, 4),
+            ),
+            (r#"{"ip":"::ffff:1.2.3.4"}"#, ok(1, 2, 3, 4)),
+            (
+                r#"{"ip":"2001:0DB8:0:0:0:0:0:1"}"#,
+                Ok(Entry {
+                    ip: "2001:db8::1".parse().unwrap(),
+                }),
+            ),
+            (" \r\n\t{ \"ip\" : \"1.2.3.4\" } \n", ok(1, 2, 3, 4)),
+            // JSON escapes in strings and keys.
+            (r#"{"ip":"1.2.3.\u0034"}"#, ok(1, 2, 3, 4)),
+            (r#"{"\u0069p":"1.2.3.4"}"#, ok(1, 2, 3, 4)),
+            (
+                r#"{"ip":"1.2.3.4","timestamp":"2020-06-24T15:27:00\u005a"}"#,
+                ok(1, 2, 3, 4),
+            ),
+            // Missing ip.
+            (r#"{}"#, Err(MissingIp)),
+            (r#"{"ip":null}"#, Err(MissingIp)),
+            (r#"{"IP":"1.2.3.4"}"#, Err(MissingIp)),
+            (
+                r#"{"timestamp":"2020-06-24T15:27:00Z","url":"/"}"#,
+                Err(MissingIp),
+            ),
+            // Invalid ip: bad text, or not a string at all.
+            (r#"{"ip":"1.2.3"}"#, Err(InvalidIp("1.2.3".into()))),
+            (r#"{"ip":""}"#, Err(InvalidIp("".into()))),
+            (r#"{"ip":" 1.2.3.4"}"#, Err(InvalidIp(" 1.2.3.4".into()))),
+            (
+                r#"{"ip":"1.2.3.4:80"}"#,
+                Err(InvalidIp("1.2.3.4:80".into())),
+            ),
+            (
+                r#"{"ip":"1.2.3.\u0035\u0035\u0035"}"#,
+                Err(InvalidIp("1.2.3.555".into())),
+            ),
+            (r#"{"ip":"a\nb"}"#, Err(InvalidIp("a\nb".into()))),
+            (r#"{"ip":"\ud800"}"#, Err(InvalidIp(r#""\ud800""#.into()))),
+            (r#"{"ip":123}"#, Err(InvalidIp("123".into()))),
+            (r#"{"ip":16909060}"#, Err(InvalidIp("16909060".into()))),
+            (r#"{"ip":true}"#, Err(InvalidIp("true".into()))),
+            (
+                r#"{"ip": ["1.2.3.4"] }"#,
+                Err(InvalidIp(r#"["1.2.3.4"]"#.into())),
+            ),
+            (
+                r#"{"ip":{"v4":"1.2.3.4"}}"#,
+                Err(InvalidIp(r#"{"v4":"1.2.3.4"}"#.into())),
+            ),
+            // Invalid ip is reported before an invalid timestamp.
+            (r#"{"ip":"x","timestamp":"y"}"#, Err(InvalidIp("x".into()))),
+            // Invalid timestamp.
+            (
+                r#"{"ip":"1.2.3.4","timestamp":"yesterday"}"#,
+                Err(InvalidTimestamp("yesterday".into())),
+            ),
+            (
+                r#"{"ip":"1.2.3.4","timestamp":""}"#,
+                Err(InvalidTimestamp("".into())),
+            ),
+            (
+                r#"{"ip":"1.2.3.4","timestamp":"2020-06-24 15:27:00"}"#,
+                Err(InvalidTimestamp("2020-06-24 15:27:00".into())),
+            ),
+            (
+                r#"{"ip":"1.2.3.4","timestamp":"2020-06-24T15:27:00"}"#,
+                Err(InvalidTimestamp("2020-06-24T15:27:00".into())),
+            ),
+            (
+                r#"{"ip":"1.2.3.4","timestamp":"2020-13-24T15:27:00Z"}"#,
+                Err(InvalidTimestamp("2020-13-24T15:27:00Z".into())),
+            ),
+            (
+                r#"{"ip":"1.2.3.4","timestamp":1593012420}"#,
+                Err(InvalidTimestamp("1593012420".into())),
+            ),
+            (
+                r#"{"ip":"1.2.3.4","timestamp":{}}"#,
+                Err(InvalidTimestamp("{}".into())),
+            ),
+            // Not JSON, or not one object.
+            ("", json("EOF while parsing a value")),
+            ("   ", json("EOF while parsing a value")),
+            ("not json", json("expected ident")),
+            (r#"{"ip":"1.2.3.4""#, json("EOF while parsing an object")),
+            (r#"{"ip":"1.2.3.4",}"#, json("trailing comma")),
+            (r#"{"ip":1.2.3.4}"#, json("expected `,` or `}`")),
+            (r#"{ip:"1.2.3.4"}"#, json("key must be a string")),
+            (r#"{"ip":"1.2.3.4"}x"#, json("trailing characters")),
+            (
+                r#"{"ip":"1.2.3.4"}{"ip":"5.6.7.8"}"#,
+                json("trailing characters"),
+            ),
+            (r#"{"ip":"1.2.3.4"}]"#, json("trailing characters")),
+            (
+                r#"{"ip":"1.2.3.4","url":"/a"b}"#,
+                json("expected `,` or `}`"),
+            ),
+            (
+                "{\"ip\":\"1.2.3.4\u{1}\"}",
+                json("control character (\\u0000-\\u001F) found while parsing a string"),
+            ),
+            (
+                r#"["1.2.3.4"]"#,
+                json("expected a JSON object, found an array"),
+            ),
+            (
+                r#"[{"ip":"1.2.3.4"}]"#,
+                json("expected a JSON object, found an array"),
+            ),
+            (
+                r#""1.2.3.4""#,
+                json("expected a JSON object, found a string"),
+            ),
+            ("16909060", json("expected a JSON object, found a number")),
+            ("null", json("expected a JSON object, found null")),
+            ("true", json("expected a JSON object, found a boolean")),
+            ("[1,", json("EOF while parsing a value")),
+            // A key given twice is ambiguous: refused rather than first- or last-wins.
+            (
+                r#"{"ip":"1.2.3.4","ip":"5.6.7.8"}"#,
+                json("duplicate field `ip`"),
+            ),
+            (
+                r#"{"ip":null,"ip":"5.6.7.8"}"#,
+                json("duplicate field `ip`"),
+            ),
+            (
+                r#"{"ip":"1.2.3.4","timestamp":null,"timestamp":null}"#,
+                json("duplicate field `timestamp`"),
+            ),
+        ];
+        // serde_json's reasons are matched by prefix: the position it appends may shift
+        // between versions.
+        let matches =
+            |got: &Result<Entry, EntryError>, want: &Result<Entry, EntryError>| match (got, want) {
+                (Err(InvalidJson(got)), Err(InvalidJson(want))) => got.starts_with(want.as_str()),
+                _ => got == want,
+            };
+        let wrong: Vec<String> = table
+            .iter()
+            .filter(|(body, want)| !matches(&parse_entry(body.as_bytes()), want))
+            .map(|(body, want)| {
+                format!(
+                    "{body}\n    got  {:?}\n    want {want:?}",
+                    parse_entry(body.as_bytes())
+                )
+            })
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_invalid_json() {
+        let err = parse_entry(b"{\"ip\":\"1.2.3.4\xff\"}").unwrap_err();
+        assert_eq!(err.code(), "invalid_json");
+    }
+
+    #[test]
+    fn long_rejected_values_are_cut_to_64_characters() {
+        let long = "é".repeat(100);
+        let body = format!(r#"{{"ip":"{long}"}}"#);
+        let cut = format!("{}…", "é".repeat(64));
+        assert_eq!(
+            parse_entry(body.as_bytes()),
+            Err(EntryError::InvalidIp(cut.clone()))
+        );
+
+        let body = format!(r#"{{"ip":"1.2.3.4","timestamp":"{long}"}}"#);
+        assert_eq!(
+            parse_entry(body.as_bytes()),
+            Err(EntryError::InvalidTimestamp(cut))
+        );
+
+        let exactly = "x".repeat(64);
+        let body = format!(r#"{{"ip":"{exactly}"}}"#);
+        assert_eq!(
+            parse_entry(body.as_bytes()),
+            Err(EntryError::InvalidIp(exactly))
+        );
+    }
+
+    #[test]
+    fn codes_and_messages() {
+        let cases = [
+            (
+                EntryError::InvalidJson("trailing characters".into()),
+                "invalid_json",
+                "not a valid JSON log entry: trailing characters",
+            ),
+            (
+                EntryError::MissingIp,
+                "missing_ip",
+                "the log entry has no \"ip\" field (absent or null)",
+            ),
+            (
+                EntryError::InvalidIp("1.2.3".into()),
+                "invalid_ip",
+                "\"1.2.3\" is not a valid IPv4 or IPv6 address",
+            ),
+            (
+                EntryError::InvalidTimestamp("a\nb".into()),
+                "invalid_timestamp",
+                "\"a\\nb\" is not an RFC 3339 timestamp",
+            ),
+        ];
+        for (err, code, message) in cases {
+            assert_eq!(err.code(), code);
+            assert_eq!(err.to_string(), message);
+        }
+    }
+}

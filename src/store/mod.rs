@@ -1,0 +1,69 @@
+//! The counting structures: every distinct address seen, and the counts read from them.
+//!
+//! [`Store`] is the seam between the HTTP layer and the kinds of store. Today there is one kind,
+//! [`Store::Exact`]; approximate (HyperLogLog), time-windowed and Redis-backed kinds are planned
+//! as further variants, so callers never name a concrete structure.
+
+mod exact;
+
+use std::net::IpAddr;
+
+pub use exact::ExactStore;
+
+/// How many distinct addresses a store holds, by family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Distinct IPv4 addresses (IPv4-mapped IPv6 addresses count here).
+    pub ipv4: u64,
+    /// Distinct IPv6 addresses.
+    pub ipv6: u64,
+}
+
+impl Counts {
+    /// Both families together.
+    pub fn total(&self) -> u64 {
+        self.ipv4 + self.ipv6
+    }
+}
+
+/// A set of distinct client addresses, shared by every request handler.
+#[derive(Debug)]
+pub enum Store {
+    /// Exact in-memory counting: IPv4 as `u32`, IPv6 as `u128`.
+    Exact(ExactStore),
+}
+
+impl Store {
+    /// An empty exact in-memory store.
+    pub fn exact() -> Self {
+        Store::Exact(ExactStore::default())
+    }
+
+    /// Adds `ip`; returns `true` when it was not seen before.
+    pub fn insert(&self, ip: IpAddr) -> bool {
+        match self {
+            Store::Exact(s) => s.insert(ip),
+        }
+    }
+
+    /// Whether `ip` has been seen.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match self {
+            Store::Exact(s) => s.contains(ip),
+        }
+    }
+
+    /// The distinct counts, read in O(1).
+    pub fn counts(&self) -> Counts {
+        match self {
+            Store::Exact(s) => s.counts(),
+        }
+    }
+
+    /// Heap bytes held by the counting structures right now.
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            Store::Exact(s) => s.memory_bytes(),
+        }
+    }
+}
