@@ -1,0 +1,10 @@
+//! Black-box tests of the HTTP API: the service in-process on port 0 ([`helpers::TestApp`]) and
+//! the real binary ([`helpers::ServerProcess`]), one module per area.
+
+mod config;
+mod health;
+mod helpers;
+mod logs;
+mod metrics;
+mod prometheus;
+mod shutdown;
