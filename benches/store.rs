@@ -1,0 +1,231 @@
+//! The exact store against a bare `std::collections::HashSet` in the same groups, so that the
+//! results read as ratios: the baseline has no locks, no sharding and no IPv4/IPv6 dispatch.
+//!
+//! `cargo bench --bench store` (about two minutes on two cores); one group with
+//! `cargo bench --bench store -- contains_ipv4`.
+
+// `criterion_group!` defines an undocumented `pub fn`.
+#![allow(missing_docs)]
+
+use std::collections::HashSet;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use criterion::{
+    BatchSize, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
+    criterion_main, measurement::WallTime,
+};
+use ip_counter::store::Store;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const THREADS: usize = 4;
+
+/// `n` distinct uniformly random values, in random order.
+fn distinct<T: Eq + std::hash::Hash + Copy>(n: usize, mut next: impl FnMut() -> T) -> Vec<T> {
+    let mut seen = HashSet::with_capacity(n);
+    let mut values = Vec::with_capacity(n);
+    while values.len() < n {
+        let v = next();
+        if seen.insert(v) {
+            values.push(v);
+        }
+    }
+    values
+}
+
+fn ipv4s(n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    distinct(n, || rng.random())
+}
+
+fn v4(bits: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from_bits(bits))
+}
+
+/// Few samples and flat sampling once an iteration takes tens of milliseconds.
+fn size_group(group: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
+    if n >= 100_000 {
+        group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    } else {
+        group.sample_size(30).sampling_mode(SamplingMode::Auto);
+    }
+    group.throughput(Throughput::Elements(n as u64));
+}
+
+fn batch(n: usize) -> BatchSize {
+    if n >= 100_000 {
+        BatchSize::PerIteration
+    } else {
+        BatchSize::SmallInput
+    }
+}
+
+fn insert_ipv4(c: &mut Criterion) {
+    let mut group = c.benchmark_group("insert_ipv4");
+    for n in [1_000, 10_000, 1_000_000] {
+        let ips = ipv4s(n, 1);
+        size_group(&mut group, n);
+        group.bench_with_input(BenchmarkId::new("Store", n), &ips, |b, ips| {
+            b.iter_batched(
+                Store::exact,
+                |store| {
+                    for &ip in ips {
+                        black_box(store.insert(v4(ip)));
+                    }
+                    store
+                },
+                batch(n),
+            )
+        });
+        group.bench_with_input(BenchmarkId::new("HashSet<u32>", n), &ips, |b, ips| {
+            b.iter_batched(
+                HashSet::<u32>::new,
+                |mut set| {
+                    for &ip in ips {
+                        black_box(set.insert(ip));
+                    }
+                    set
+                },
+                batch(n),
+            )
+        });
+    }
+    group.finish();
+}
+
+fn contains_ipv4(c: &mut Criterion) {
+    let mut group = c.benchmark_group("contains_ipv4");
+    for n in [1_000, 10_000, 1_000_000] {
+        let ips = ipv4s(n, 2);
+        let store = Store::exact();
+        let set: HashSet<u32> = ips.iter().copied().collect();
+        for &ip in &ips {
+            store.insert(v4(ip));
+        }
+        size_group(&mut group, n);
+        group.bench_with_input(BenchmarkId::new("Store", n), &ips, |b, ips| {
+            b.iter(|| ips.iter().filter(|&&ip| store.contains(v4(ip))).count())
+        });
+        group.bench_with_input(BenchmarkId::new("HashSet<u32>", n), &ips, |b, ips| {
+            b.iter(|| ips.iter().filter(|ip| set.contains(ip)).count())
+        });
+    }
+    group.finish();
+}
+
+/// Four threads each insert their own `per_thread` addresses into one fresh store (thread
+/// start-up included), against one thread doing all of it: the store alone, and a bare set.
+fn concurrent_insert_ipv4(c: &mut Criterion) {
+    let mut group = c.benchmark_group("concurrent_insert_ipv4");
+    for per_thread in [1_000, 100_000] {
+        let n = THREADS * per_thread;
+        let ips = ipv4s(n, 3);
+        size_group(&mut group, n);
+        group.bench_with_input(
+            BenchmarkId::new(format!("Store/{THREADS} threads"), per_thread),
+            &ips,
+            |b, ips| {
+                b.iter_batched(
+                    Store::exact,
+                    |store| {
+                        std::thread::scope(|s| {
+                            for chunk in ips.chunks(per_thread) {
+                                let store = &store;
+                                s.spawn(move || {
+                                    for &ip in chunk {
+                                        black_box(store.insert(v4(ip)));
+                                    }
+                                });
+                            }
+                        });
+                        store
+                    },
+                    batch(n),
+                )
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("Store/1 thread", per_thread),
+            &ips,
+            |b, ips| {
+                b.iter_batched(
+                    Store::exact,
+                    |store| {
+                        for &ip in ips {
+                            black_box(store.insert(v4(ip)));
+                        }
+                        store
+                    },
+                    batch(n),
+                )
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("HashSet<u32>/1 thread", per_thread),
+            &ips,
+            |b, ips| {
+                b.iter_batched(
+                    HashSet::<u32>::new,
+                    |mut set| {
+                        for &ip in ips {
+                            black_box(set.insert(ip));
+                        }
+                        set
+                    },
+                    batch(n),
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
+fn insert_ipv6(c: &mut Criterion) {
+    let mut group = c.benchmark_group("insert_ipv6");
+    let n = 10_000;
+    let mut rng = StdRng::seed_from_u64(4);
+    // Real IPv6 clients share prefixes: a few hundred /48s, random interface identifiers.
+    let prefixes: Vec<u128> = (0..300)
+        .map(|_| u128::from(rng.random::<u64>() >> 16) << 80)
+        .collect();
+    let ips = distinct(n, || {
+        prefixes[rng.random_range(0..prefixes.len())] | u128::from(rng.random::<u64>())
+    });
+    size_group(&mut group, n);
+    group.bench_with_input(BenchmarkId::new("Store", n), &ips, |b, ips| {
+        b.iter_batched(
+            Store::exact,
+            |store| {
+                for &ip in ips {
+                    black_box(store.insert(IpAddr::V6(Ipv6Addr::from_bits(ip))));
+                }
+                store
+            },
+            batch(n),
+        )
+    });
+    group.bench_with_input(BenchmarkId::new("HashSet<u128>", n), &ips, |b, ips| {
+        b.iter_batched(
+            HashSet::<u128>::new,
+            |mut set| {
+                for &ip in ips {
+                    black_box(set.insert(ip));
+                }
+                set
+            },
+            batch(n),
+        )
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(2));
+    targets = insert_ipv4, contains_ipv4, concurrent_insert_ipv4, insert_ipv6
+}
+criterion_main!(benches);
