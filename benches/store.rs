@@ -1,5 +1,7 @@
-//! The exact store against a bare `std::collections::HashSet` in the same groups, so that the
-//! results read as ratios: the baseline has no locks, no sharding and no IPv4/IPv6 dispatch.
+//! The exact store against bare single-threaded baselines in the same groups, so that the
+//! results read as ratios: `std::collections::HashSet` (the fast, large choice) and
+//! `roaring::RoaringBitmap` (the compact choice the IPv4 set's layout is measured against);
+//! neither has locks, sharding or IPv4/IPv6 dispatch.
 //!
 //! `cargo bench --bench store` (about two minutes on two cores); one group with
 //! `cargo bench --bench store -- contains_ipv4`.
@@ -19,6 +21,7 @@ use criterion::{
 use ip_counter::store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use roaring::RoaringBitmap;
 
 const THREADS: usize = 4;
 
@@ -79,6 +82,18 @@ fn insert_ipv4(c: &mut Criterion) {
                 batch(n),
             )
         });
+        group.bench_with_input(BenchmarkId::new("RoaringBitmap", n), &ips, |b, ips| {
+            b.iter_batched(
+                RoaringBitmap::new,
+                |mut set| {
+                    for &ip in ips {
+                        black_box(set.insert(ip));
+                    }
+                    set
+                },
+                batch(n),
+            )
+        });
         group.bench_with_input(BenchmarkId::new("HashSet<u32>", n), &ips, |b, ips| {
             b.iter_batched(
                 HashSet::<u32>::new,
@@ -101,12 +116,16 @@ fn contains_ipv4(c: &mut Criterion) {
         let ips = ipv4s(n, 2);
         let store = Store::exact();
         let set: HashSet<u32> = ips.iter().copied().collect();
+        let roaring: RoaringBitmap = ips.iter().copied().collect();
         for &ip in &ips {
             store.insert(v4(ip));
         }
         size_group(&mut group, n);
         group.bench_with_input(BenchmarkId::new("Store", n), &ips, |b, ips| {
             b.iter(|| ips.iter().filter(|&&ip| store.contains(v4(ip))).count())
+        });
+        group.bench_with_input(BenchmarkId::new("RoaringBitmap", n), &ips, |b, ips| {
+            b.iter(|| ips.iter().filter(|&&ip| roaring.contains(ip)).count())
         });
         group.bench_with_input(BenchmarkId::new("HashSet<u32>", n), &ips, |b, ips| {
             b.iter(|| ips.iter().filter(|ip| set.contains(ip)).count())

@@ -5,6 +5,8 @@
 //! as further variants, so callers never name a concrete structure.
 
 mod exact;
+mod ipv4;
+mod ipv6;
 
 use std::net::IpAddr;
 
