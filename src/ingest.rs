@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -82,24 +82,20 @@ struct Logged {
 
 async fn post_logs(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<Logged>, ApiError> {
     state.metrics.entries_received(1);
-    let result = log_one(&state, &headers, body).await;
+    let result = log_one(&state, request).await;
     if let Err(e) = &result {
         state.metrics.entries_rejected(e.code(), 1);
     }
     result
 }
 
-async fn log_one(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Json<Logged>, ApiError> {
-    check_content_type(headers)?;
-    let bytes = read_body(body, headers, state.max_body_bytes).await?;
+async fn log_one(state: &AppState, request: Request) -> Result<Json<Logged>, ApiError> {
+    let (parts, body) = request.into_parts();
+    check_content_type(&parts.headers)?;
+    let bytes = read_body(body, &parts.headers, state.max_body_bytes).await?;
     let entry = parse::parse_entry(&bytes)?;
     let new = state.store.insert(entry.ip);
     Ok(Json(Logged {
@@ -116,13 +112,17 @@ async fn log_one(
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let value = headers
         .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    let media_type = value.split(';').next().unwrap_or_default().trim();
-    if media_type.eq_ignore_ascii_case("application/json") {
+        .map_or(&b""[..], |v| v.as_bytes());
+    let media_type = value.split(|&b| b == b';').next().unwrap_or_default();
+    if media_type
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
+    {
         Ok(())
     } else {
-        Err(ApiError::UnsupportedMediaType(value))
+        Err(ApiError::UnsupportedMediaType(
+            String::from_utf8_lossy(value).into_owned(),
+        ))
     }
 }
 
