@@ -65,46 +65,46 @@ fn batch(n: usize) -> BatchSize {
     }
 }
 
+/// Inserts all of `values` into a fresh set made by `new`, once per iteration.
+fn bench_fresh_inserts<T: Copy, S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    values: &[T],
+    new: impl Fn() -> S + Copy,
+    insert: impl Fn(&mut S, T) -> bool + Copy,
+) {
+    let n = values.len();
+    group.bench_with_input(BenchmarkId::new(name, n), values, |b, values| {
+        b.iter_batched(
+            new,
+            |mut set| {
+                for &v in values {
+                    black_box(insert(&mut set, v));
+                }
+                set
+            },
+            batch(n),
+        )
+    });
+}
+
 fn insert_ipv4(c: &mut Criterion) {
     let mut group = c.benchmark_group("insert_ipv4");
     for n in [1_000, 10_000, 1_000_000] {
         let ips = ipv4s(n, 1);
         size_group(&mut group, n);
-        group.bench_with_input(BenchmarkId::new("Store", n), &ips, |b, ips| {
-            b.iter_batched(
-                Store::exact,
-                |store| {
-                    for &ip in ips {
-                        black_box(store.insert(v4(ip)));
-                    }
-                    store
-                },
-                batch(n),
-            )
+        bench_fresh_inserts(&mut group, "Store", &ips, Store::exact, |s, ip| {
+            s.insert(v4(ip))
         });
-        group.bench_with_input(BenchmarkId::new("RoaringBitmap", n), &ips, |b, ips| {
-            b.iter_batched(
-                RoaringBitmap::new,
-                |mut set| {
-                    for &ip in ips {
-                        black_box(set.insert(ip));
-                    }
-                    set
-                },
-                batch(n),
-            )
-        });
-        group.bench_with_input(BenchmarkId::new("HashSet<u32>", n), &ips, |b, ips| {
-            b.iter_batched(
-                HashSet::<u32>::new,
-                |mut set| {
-                    for &ip in ips {
-                        black_box(set.insert(ip));
-                    }
-                    set
-                },
-                batch(n),
-            )
+        bench_fresh_inserts(
+            &mut group,
+            "RoaringBitmap",
+            &ips,
+            RoaringBitmap::new,
+            |s, ip| s.insert(ip),
+        );
+        bench_fresh_inserts(&mut group, "HashSet<u32>", &ips, HashSet::new, |s, ip| {
+            s.insert(ip)
         });
     }
     group.finish();
@@ -213,29 +213,11 @@ fn insert_ipv6(c: &mut Criterion) {
         prefixes[rng.random_range(0..prefixes.len())] | u128::from(rng.random::<u64>())
     });
     size_group(&mut group, n);
-    group.bench_with_input(BenchmarkId::new("Store", n), &ips, |b, ips| {
-        b.iter_batched(
-            Store::exact,
-            |store| {
-                for &ip in ips {
-                    black_box(store.insert(IpAddr::V6(Ipv6Addr::from_bits(ip))));
-                }
-                store
-            },
-            batch(n),
-        )
+    bench_fresh_inserts(&mut group, "Store", &ips, Store::exact, |s, ip| {
+        s.insert(IpAddr::V6(Ipv6Addr::from_bits(ip)))
     });
-    group.bench_with_input(BenchmarkId::new("HashSet<u128>", n), &ips, |b, ips| {
-        b.iter_batched(
-            HashSet::<u128>::new,
-            |mut set| {
-                for &ip in ips {
-                    black_box(set.insert(ip));
-                }
-                set
-            },
-            batch(n),
-        )
+    bench_fresh_inserts(&mut group, "HashSet<u128>", &ips, HashSet::new, |s, ip| {
+        s.insert(ip)
     });
     group.finish();
 }
