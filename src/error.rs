@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::batch::BodyError;
 use crate::parse::EntryError;
 
 /// Why a request was refused.
@@ -26,8 +27,14 @@ pub enum ApiError {
     #[error("request body could not be read: {0}")]
     BodyUnreadable(String),
     /// A `Content-Type` this endpoint does not take.
-    #[error("Content-Type {0:?} is not supported; send application/json")]
+    #[error(
+        "Content-Type {0:?} is not supported; send application/json, application/x-ndjson, \
+         application/jsonl or text/plain"
+    )]
     UnsupportedMediaType(String),
+    /// A `Content-Encoding` other than gzip.
+    #[error("Content-Encoding {0:?} is not supported; send gzip or no encoding")]
+    UnsupportedEncoding(String),
     /// A method the route does not take; carries the allowed ones.
     #[error("method not allowed; use {0}")]
     MethodNotAllowed(&'static str),
@@ -36,13 +43,24 @@ pub enum ApiError {
     NotFound,
 }
 
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
+            BodyError::Unreadable(reason) => ApiError::BodyUnreadable(reason),
+        }
+    }
+}
+
 impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Entry(_) | ApiError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType(_) | ApiError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
         }
@@ -54,7 +72,9 @@ impl ApiError {
             ApiError::Entry(e) => e.code(),
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::BodyUnreadable(_) => "invalid_body",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::UnsupportedMediaType(_) | ApiError::UnsupportedEncoding(_) => {
+                "unsupported_media_type"
+            }
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotFound => "not_found",
         }
@@ -114,6 +134,11 @@ mod tests {
             ),
             (
                 ApiError::UnsupportedMediaType("text/html".into()),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                ApiError::UnsupportedEncoding("br".into()),
                 415,
                 "unsupported_media_type",
             ),

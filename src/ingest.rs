@@ -1,9 +1,12 @@
 //! The ingest listener: its router and thin handlers for `POST /logs`, `GET /health`,
 //! `GET /ready` and `GET /stats`, and the state they share.
 //!
-//! A handler reads the body under the size limit, hands the bytes to [`crate::parse`], counts
-//! the address in the [`Store`] and answers; every refusal is an [`ApiError`].
+//! A handler reads the body under the size limit (decoded size for gzip), hands the bytes to
+//! [`crate::parse`] (one entry) or [`crate::batch`] (many), counts the addresses in the [`Store`]
+//! and answers; every refusal is an [`ApiError`].
 
+use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -17,6 +20,7 @@ use axum::{Json, Router, middleware};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
+use crate::batch::{self, Batch, BatchFormat, LineError, LineFormat};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::parse;
@@ -80,23 +84,84 @@ struct Logged {
     unique_ips: u64,
 }
 
+#[derive(Serialize)]
+struct BatchLogged {
+    status: &'static str,
+    accepted: u64,
+    rejected: u64,
+    new_ips: u64,
+    unique_ips: u64,
+    errors: Vec<LineError>,
+}
+
+/// What a `POST /logs` body holds, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyType {
+    /// `application/json`: one entry, or an array of entries.
+    Json,
+    /// `application/x-ndjson`, `application/jsonl`, `text/plain`.
+    Lines(LineFormat),
+}
+
+/// `POST /logs`: one JSON entry, or a batch (NDJSON, a JSON array, access-log text), each
+/// optionally gzip-encoded. Metrics count every entry of a batch; a request refused as a whole
+/// counts as one rejected entry.
 async fn post_logs(
     State(state): State<Arc<AppState>>,
     request: Request,
-) -> Result<Json<Logged>, ApiError> {
-    state.metrics.entries_received(1);
-    let result = log_one(&state, request).await;
+) -> Result<Response, ApiError> {
+    let result = receive(&state, request).await;
     if let Err(e) = &result {
+        state.metrics.entries_received(1);
         state.metrics.entries_rejected(e.code(), 1);
     }
     result
 }
 
-async fn log_one(state: &AppState, request: Request) -> Result<Json<Logged>, ApiError> {
+async fn receive(state: &Arc<AppState>, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    check_content_type(&parts.headers)?;
-    let bytes = read_body(body, &parts.headers, state.max_body_bytes).await?;
-    let entry = parse::parse_entry(&bytes)?;
+    let body_type = body_type(&parts.headers)?;
+    let gzip = is_gzip(&parts.headers)?;
+    let limit = state.max_body_bytes;
+    let raw = read_body(
+        body,
+        &parts.headers,
+        if gzip { gzip_limit(limit) } else { limit },
+    )
+    .await?;
+    if !gzip && body_type == BodyType::Json && !is_array(&raw) {
+        // The seed format stays on the runtime thread: one small entry needs no hand-off.
+        return log_one(state, &raw);
+    }
+    let state = state.clone();
+    let work = move || {
+        let decoded = if gzip {
+            Cow::Owned(batch::gunzip_limited(&raw, limit)?)
+        } else {
+            Cow::Borrowed(&raw[..])
+        };
+        match body_type {
+            BodyType::Json if !is_array(&decoded) => log_one(&state, &decoded),
+            BodyType::Json => log_batch(&state, BatchFormat::JsonArray, &decoded),
+            BodyType::Lines(format) => log_batch(&state, BatchFormat::Lines(format), &decoded),
+        }
+    };
+    // Decoding and parsing a batch is CPU work of up to a few hundred milliseconds; off the
+    // runtime's threads it cannot stall other connections.
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// Whether a JSON body's top level is an array (the batch form of `application/json`).
+fn is_array(json: &[u8]) -> bool {
+    json.trim_ascii_start().starts_with(b"[")
+}
+
+/// The seed format: one entry, today's reply, any entry error answered as the request's status.
+fn log_one(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+    let entry = parse::parse_entry(body)?;
+    state.metrics.entries_received(1);
     let new = state.store.insert(entry.ip);
     Ok(Json(Logged {
         status: "success",
@@ -106,24 +171,80 @@ async fn log_one(state: &AppState, request: Request) -> Result<Json<Logged>, Api
             "IP already seen"
         },
         unique_ips: state.store.counts().total(),
-    }))
+    })
+    .into_response())
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+/// A batch: every good entry counted, every bad one listed, 200 either way.
+fn log_batch(state: &AppState, format: BatchFormat, body: &[u8]) -> Result<Response, ApiError> {
+    let Batch { addresses, report } = batch::parse_batch(format, body)?;
+    let metrics = &state.metrics;
+    metrics.entries_received(report.accepted + report.rejected);
+    for &(reason, n) in &report.rejected_by_reason {
+        metrics.entries_rejected(reason, n);
+    }
+    let new_ips = insert_all(&state.store, &addresses);
+    Ok(Json(BatchLogged {
+        status: "success",
+        accepted: report.accepted,
+        rejected: report.rejected,
+        new_ips,
+        unique_ips: state.store.counts().total(),
+        errors: report.errors,
+    })
+    .into_response())
+}
+
+/// The one place a batch's addresses reach the store; returns how many were new.
+fn insert_all(store: &Store, addresses: &[IpAddr]) -> u64 {
+    addresses.iter().filter(|&&ip| store.insert(ip)).count() as u64
+}
+
+fn body_type(headers: &HeaderMap) -> Result<BodyType, ApiError> {
     let value = headers
         .get(header::CONTENT_TYPE)
         .map_or(&b""[..], |v| v.as_bytes());
-    let media_type = value.split(|&b| b == b';').next().unwrap_or_default();
-    if media_type
-        .trim_ascii()
-        .eq_ignore_ascii_case(b"application/json")
-    {
-        Ok(())
+    let media_type = value
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let is = |name: &str| media_type.eq_ignore_ascii_case(name.as_bytes());
+    if is("application/json") {
+        Ok(BodyType::Json)
+    } else if is("application/x-ndjson") || is("application/jsonl") {
+        Ok(BodyType::Lines(LineFormat::Ndjson))
+    } else if is("text/plain") {
+        Ok(BodyType::Lines(LineFormat::Text))
     } else {
         Err(ApiError::UnsupportedMediaType(
             String::from_utf8_lossy(value).into_owned(),
         ))
     }
+}
+
+/// Whether the body is gzip-encoded; any coding other than gzip or identity is refused.
+fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    let coding = value.as_bytes().trim_ascii();
+    if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip") {
+        Ok(true)
+    } else if coding.eq_ignore_ascii_case(b"identity") || coding.is_empty() {
+        Ok(false)
+    } else {
+        Err(ApiError::UnsupportedEncoding(
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        ))
+    }
+}
+
+/// The most compressed bytes read for a decoded limit of `limit`: gzip never shrinks data by
+/// more than its framing (5 bytes a 64 KiB stored block, 18 a member), so a compressed body
+/// larger than this cannot decode to `limit` bytes or fewer.
+fn gzip_limit(limit: u64) -> u64 {
+    limit.saturating_add(limit / 1024).saturating_add(4096)
 }
 
 /// Reads the whole body, refusing it as soon as it is known to exceed `limit`: at once from a

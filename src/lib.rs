@@ -5,6 +5,8 @@
 //!
 //! - [`ingest`]: the ingest listener's router: `POST /logs`, `/health`, `/ready`, `/stats`;
 //! - [`parse`]: request bytes → a validated [`parse::Entry`] and its address;
+//! - [`batch`]: many entries at once (NDJSON, JSON arrays, access-log text, gzip): lines →
+//!   [`parse`] → addresses and a per-line report;
 //! - [`store`]: the set of distinct addresses and its counts;
 //! - [`metrics`]: the metrics listener's router, reading the store at scrape time.
 //!
@@ -13,6 +15,7 @@
 //! type every handler answers with).
 
 pub mod app;
+pub mod batch;
 pub mod config;
 pub mod error;
 pub mod ingest;

@@ -1,8 +1,10 @@
 //! Bytes → addresses and log entries.
 //!
-//! This module owns the SPEC's "Address rules" ([`parse_ip`]) and the single-object JSON body of
-//! `POST /logs` ([`parse_entry`]). Everything here is a pure function: no I/O, no shared state,
-//! and no allocation on the common path (a valid entry whose strings carry no JSON escapes).
+//! This module owns the SPEC's "Address rules" ([`parse_ip`]), one JSON log entry (the
+//! single-object body of `POST /logs` and each line of an NDJSON batch: [`parse_entry`]) and one
+//! access-log line ([`parse_access_line`]). Everything here is a pure function: no I/O, no shared
+//! state, and no allocation on the common path (a valid entry whose strings carry no JSON
+//! escapes). Splitting a body or a file into lines is [`crate::batch`]'s.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -68,6 +70,30 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
         return Some(IpAddr::V4(v4));
     }
     text.parse::<Ipv6Addr>().ok().map(|v6| v6.to_canonical())
+}
+
+/// Parses the client address of one access-log line: its first whitespace-separated field.
+///
+/// That is the remote address of nginx's and Apache's `combined` and `common` formats
+/// (`%h`/`$remote_addr`) and of any format that starts with it. The field must be an address
+/// [`parse_ip`] accepts: a `-`, a host name (Apache with `HostnameLookups On`) or an
+/// `address:port` is [`EntryError::InvalidIp`]. A line with no field at all is `InvalidIp("")`;
+/// callers skip blank lines before they get here.
+pub fn parse_access_line(line: &[u8]) -> Result<IpAddr, EntryError> {
+    let start = line
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    let rest = &line[start..];
+    let end = rest
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(rest.len());
+    let field = &rest[..end];
+    std::str::from_utf8(field)
+        .ok()
+        .and_then(parse_ip)
+        .ok_or_else(|| EntryError::InvalidIp(excerpt(&String::from_utf8_lossy(field))))
 }
 
 /// The fields of a log entry this service reads, still as raw JSON so that a value of the wrong
@@ -419,6 +445,25 @@ mod tests {
         }
 
         #[test]
+        fn the_first_field_of_an_access_line_is_its_address(
+            ip in prop_oneof![
+                any::<Ipv4Addr>().prop_map(IpAddr::V4),
+                any::<Ipv6Addr>().prop_map(IpAddr::V6),
+            ],
+            sep in "[ \t]",
+            rest in any::<Vec<u8>>(),
+        ) {
+            let mut line = format!("{ip}{sep}").into_bytes();
+            line.extend_from_slice(&rest);
+            prop_assert_eq!(parse_access_line(&line), Ok(parse_ip(&ip.to_string()).unwrap()));
+        }
+
+        #[test]
+        fn arbitrary_access_lines_never_panic(line in any::<Vec<u8>>()) {
+            let _ = parse_access_line(&line);
+        }
+
+        #[test]
         fn arbitrary_bodies_never_panic(body in any::<Vec<u8>>()) {
             let _ = parse_entry(&body);
         }
@@ -594,6 +639,56 @@ mod tests {
                 format!(
                     "{body}\n    got  {:?}\n    want {want:?}",
                     parse_entry(body.as_bytes())
+                )
+            })
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn access_log_lines() {
+        let ip = |s: &str| Ok(s.parse::<IpAddr>().unwrap());
+        let bad = |s: &str| Err(EntryError::InvalidIp(s.to_owned()));
+        let table: &[(&[u8], Result<IpAddr, EntryError>)] = &[
+            // nginx/Apache combined.
+            (
+                b"83.150.59.250 - - [24/Jun/2020:15:27:00 +0000] \"GET /a HTTP/1.1\" 200 612 \"-\" \"curl/8.0\"",
+                ip("83.150.59.250"),
+            ),
+            // Apache common, with a user name.
+            (
+                b"10.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] \"GET /apache_pb.gif HTTP/1.0\" 200 2326",
+                ip("10.0.0.1"),
+            ),
+            // IPv6 clients, any spelling; mapped IPv4 is IPv4.
+            (
+                b"2001:DB8::1 - - [24/Jun/2020:15:27:00 +0000] \"GET / HTTP/2.0\" 200 1 \"-\" \"-\"",
+                ip("2001:db8::1"),
+            ),
+            (b"::ffff:1.2.3.4 - - [x] \"GET /\" 200 1", ip("1.2.3.4")),
+            // Address-first lines of any other shape; tabs and CRLF.
+            (b"192.0.2.7", ip("192.0.2.7")),
+            (b"192.0.2.7\r", ip("192.0.2.7")),
+            (b"192.0.2.7\tGET\t/", ip("192.0.2.7")),
+            (b"  192.0.2.8 rest", ip("192.0.2.8")),
+            (b"192.0.2.9 \xff\xfe not utf-8 after the field", ip("192.0.2.9")),
+            // No usable address.
+            (b"- - - [24/Jun/2020:15:27:00 +0000] \"GET / HTTP/1.1\" 400 0", bad("-")),
+            (b"example.com - - [x] \"GET /\" 200 1", bad("example.com")),
+            (b"1.2.3.4:5678 - - [x]", bad("1.2.3.4:5678")),
+            (b"[::1] - - [x]", bad("[::1]")),
+            (b"01.2.3.4 x", bad("01.2.3.4")),
+            (b"", bad("")),
+            (b"\xff1.2.3.4 x", bad("\u{fffd}1.2.3.4")),
+        ];
+        let wrong: Vec<String> = table
+            .iter()
+            .filter(|(line, want)| parse_access_line(line) != *want)
+            .map(|(line, want)| {
+                format!(
+                    "{:?}: got {:?}, want {want:?}",
+                    String::from_utf8_lossy(line),
+                    parse_access_line(line)
                 )
             })
             .collect();
