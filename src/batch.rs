@@ -16,12 +16,13 @@ use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::parse::{EntryError, parse_access_line, parse_entry};
+use crate::store::Store;
 
 /// Most line errors a [`Report`] lists; the rest are only counted.
 pub const MAX_LISTED_ERRORS: usize = 100;
 
-/// What one line of a line-oriented body or file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one line of a line-oriented body or file holds (also the `--format` of the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LineFormat {
     /// One JSON log entry a line (NDJSON / JSON Lines), each validated like a single entry.
     Ndjson,
@@ -176,6 +177,12 @@ pub fn parse_batch(format: BatchFormat, body: &[u8]) -> Result<Batch, BodyError>
         }
     }
     Ok(batch)
+}
+
+/// The one place a batch's addresses reach the store (for `POST /logs` and for each chunk
+/// `count` reads); returns how many were new.
+pub fn insert_all(store: &Store, addresses: &[IpAddr]) -> u64 {
+    addresses.iter().filter(|&&ip| store.insert(ip)).count() as u64
 }
 
 /// Calls `f` with each element of a JSON array (numbered from 1) as raw JSON, one at a time,

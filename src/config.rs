@@ -1,10 +1,16 @@
 //! Settings: command-line flags and environment variables, parsed and validated into one
 //! [`Config`] before anything binds. A flag wins over its variable. No I/O happens here.
+//!
+//! The bare `ip-counter` is the service; the subcommands (`count`, ...) are the command-line
+//! tools, each with its own arguments ([`Invocation`]). The service's settings do not apply to
+//! them, so a bad `LOG_PORT` in the environment never stops a `count`.
 
 use std::net::IpAddr;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::count::CountArgs;
 
 /// Exit status for a bad setting, as for any usage error.
 pub const USAGE_EXIT_CODE: u8 = 2;
@@ -84,6 +90,82 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// What the program was asked to do.
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    /// No subcommand: run the service.
+    Serve(Config),
+    /// `count`: distinct addresses in log files.
+    Count(CountArgs),
+}
+
+/// The subcommands, for clap.
+#[derive(Debug, Clone, Subcommand)]
+enum Command {
+    /// Count the distinct client addresses in log files (NDJSON or access-log lines, plain or
+    /// gzip) and print the number
+    Count(CountArgs),
+}
+
+/// The whole command line as `--help` shows it: the service's settings, or a subcommand.
+#[derive(Debug, Parser)]
+#[command(name = "ip-counter", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(flatten)]
+    serve: Config,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// A subcommand's command line, parsed without the service's settings: clap reads a flattened
+/// setting's variable even when a subcommand is given, and `LOG_PORT=x` must not stop a `count`.
+#[derive(Debug, Parser)]
+#[command(name = "ip-counter", version)]
+struct Tool {
+    #[command(subcommand)]
+    command: Command,
+}
+
+impl Invocation {
+    /// Reads the process's arguments and environment.
+    pub fn load() -> Result<Invocation, ConfigError> {
+        Self::from_args(std::env::args_os())
+    }
+
+    /// Parses the given arguments (the first is the program name). Without a subcommand they
+    /// are the service's settings, read as [`Config::from_args`] reads them.
+    pub fn from_args<I, T>(args: I) -> Result<Invocation, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let names_a_tool = args
+            .get(1)
+            .and_then(|arg| arg.to_str())
+            .is_some_and(|arg| Tool::command().find_subcommand(arg).is_some());
+        let command = if names_a_tool {
+            Tool::try_parse_from(args).map_err(to_config_error)?.command
+        } else {
+            match Cli::try_parse_from(args).map_err(to_config_error)? {
+                Cli {
+                    serve,
+                    command: None,
+                } => return Ok(Invocation::Serve(serve)),
+                Cli {
+                    command: Some(command),
+                    ..
+                } => command,
+            }
+        };
+        Ok(match command {
+            Command::Count(args) => Invocation::Count(args),
+        })
+    }
+}
+
 impl Config {
     /// Reads the process's arguments and environment.
     pub fn load() -> Result<Config, ConfigError> {
@@ -97,10 +179,14 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Config::try_parse_from(args).map_err(|e| match e.kind() {
-            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ConfigError::Info(e.to_string()),
-            _ => ConfigError::Invalid(one_line(&e)),
-        })
+        Config::try_parse_from(args).map_err(to_config_error)
+    }
+}
+
+fn to_config_error(e: clap::Error) -> ConfigError {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ConfigError::Info(e.to_string()),
+        _ => ConfigError::Invalid(one_line(&e)),
     }
 }
 
@@ -148,6 +234,8 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
@@ -233,6 +321,58 @@ mod tests {
             assert!(help.contains(var), "{var} missing from help");
         }
         assert!(help.contains("5000") && help.contains("9102") && help.contains("64MiB"));
+    }
+
+    fn invocation(args: &[&str]) -> Result<Invocation, ConfigError> {
+        Invocation::from_args(std::iter::once("ip-counter").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_subcommand_is_the_service_with_its_settings() {
+        match invocation(&["--log-port=6000"]) {
+            Ok(Invocation::Serve(cfg)) => assert_eq!(cfg.log_port, 6000),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            invocation(&["--log-port=70000"]),
+            Err(ConfigError::Invalid(msg)) if msg.contains("LOG_PORT")
+        ));
+    }
+
+    #[test]
+    fn count_takes_files_format_and_json() {
+        match invocation(&["count", "--format=text", "--json", "a.log", "b.log.gz"]) {
+            Ok(Invocation::Count(args)) => {
+                assert_eq!(args.files, [PathBuf::from("a.log"), "b.log.gz".into()]);
+                assert_eq!(args.format, Some(crate::batch::LineFormat::Text));
+                assert!(args.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            invocation(&["count", "--format=xml"]),
+            Err(ConfigError::Invalid(_))
+        ));
+        // The service's flags belong to the service.
+        assert!(matches!(
+            invocation(&["--log-port=1", "count"]),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            invocation(&["count", "--log-port=1"]),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn help_lists_the_subcommands() {
+        let Err(ConfigError::Info(help)) = invocation(&["--help"]) else {
+            panic!("--help should print help");
+        };
+        assert!(
+            help.contains("count") && help.contains("LOG_PORT"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -13,12 +13,17 @@
 //! Around them: [`config`] (settings, validated before anything binds), [`app`] (binds both
 //! listeners and serves until shutdown), [`shutdown`], [`telemetry`] and [`error`] (the one error
 //! type every handler answers with).
+//!
+//! The command-line tools take the same path without HTTP: [`count`] reads log files
+//! ([`logfile`]) through [`batch`] into a [`store::Store`].
 
 pub mod app;
 pub mod batch;
 pub mod config;
+pub mod count;
 pub mod error;
 pub mod ingest;
+pub mod logfile;
 pub mod metrics;
 pub mod parse;
 pub mod shutdown;

@@ -1,24 +1,29 @@
-//! The `ip-counter` binary: load settings, start logging, serve until SIGINT or SIGTERM.
+//! The `ip-counter` binary: the service (load settings, start logging, serve until SIGINT or
+//! SIGTERM), or one of the command-line tools.
 
 use std::process::ExitCode;
 
 use ip_counter::app::App;
-use ip_counter::config::{Config, ConfigError, USAGE_EXIT_CODE};
-use ip_counter::{shutdown, telemetry};
+use ip_counter::config::{Config, ConfigError, Invocation, USAGE_EXIT_CODE};
+use ip_counter::{count, shutdown, telemetry};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let config = match Config::load() {
-        Ok(config) => config,
+fn main() -> ExitCode {
+    match Invocation::load() {
+        Ok(Invocation::Serve(config)) => serve(config),
+        Ok(Invocation::Count(args)) => count::run(&args),
         Err(ConfigError::Info(text)) => {
             print!("{text}");
-            return ExitCode::SUCCESS;
+            ExitCode::SUCCESS
         }
         Err(ConfigError::Invalid(line)) => {
             eprintln!("{line}");
-            return ExitCode::from(USAGE_EXIT_CODE);
+            ExitCode::from(USAGE_EXIT_CODE)
         }
-    };
+    }
+}
+
+#[tokio::main]
+async fn serve(config: Config) -> ExitCode {
     telemetry::init(&config);
     let app = match App::build(config).await {
         Ok(app) => app,

@@ -3,6 +3,7 @@
 
 mod batch;
 mod config;
+mod count;
 mod health;
 mod helpers;
 mod logs;
