@@ -11,6 +11,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::count::CountArgs;
+use crate::send::SendArgs;
 
 /// Exit status for a bad setting, as for any usage error.
 pub const USAGE_EXIT_CODE: u8 = 2;
@@ -97,6 +98,8 @@ pub enum Invocation {
     Serve(Config),
     /// `count`: distinct addresses in log files.
     Count(CountArgs),
+    /// `send`: log files posted to a running service.
+    Send(SendArgs),
 }
 
 /// The subcommands, for clap.
@@ -105,6 +108,8 @@ enum Command {
     /// Count the distinct client addresses in log files (NDJSON or access-log lines, plain or
     /// gzip) and print the number
     Count(CountArgs),
+    /// Backfill a running service: post log files to its POST /logs in gzip-compressed batches
+    Send(SendArgs),
 }
 
 /// The whole command line as `--help` shows it: the service's settings, or a subcommand.
@@ -162,6 +167,7 @@ impl Invocation {
         };
         Ok(match command {
             Command::Count(args) => Invocation::Count(args),
+            Command::Send(args) => Invocation::Send(args),
         })
     }
 }
@@ -362,6 +368,36 @@ mod tests {
             invocation(&["count", "--log-port=1"]),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn send_needs_a_url_and_takes_its_tuning() {
+        match invocation(&[
+            "send",
+            "--to=http://127.0.0.1:5000",
+            "--batch-lines=500",
+            "a.log",
+        ]) {
+            Ok(Invocation::Send(args)) => {
+                assert_eq!(args.to, "http://127.0.0.1:5000");
+                assert_eq!(
+                    (args.batch_lines, args.concurrency, args.retries),
+                    (500, 2, 5)
+                );
+                assert_eq!(args.files, [PathBuf::from("a.log")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["send", "a.log"][..],
+            &["send", "--to=x", "--batch-lines=0"],
+            &["send", "--to=x", "--concurrency=0"],
+        ] {
+            assert!(
+                matches!(invocation(bad), Err(ConfigError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! listeners and serves until shutdown), [`shutdown`], [`telemetry`] and [`error`] (the one error
 //! type every handler answers with).
 //!
-//! The command-line tools take the same path without HTTP: [`count`] reads log files
-//! ([`logfile`]) through [`batch`] into a [`store::Store`].
+//! The command-line tools: [`count`] takes the same path without HTTP, reading log files
+//! ([`logfile`]) through [`batch`] into a [`store::Store`]; [`send`] reads them the same way and
+//! posts them in batches to a running service.
 
 pub mod app;
 pub mod batch;
@@ -26,6 +27,7 @@ pub mod ingest;
 pub mod logfile;
 pub mod metrics;
 pub mod parse;
+pub mod send;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

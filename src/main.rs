@@ -5,12 +5,13 @@ use std::process::ExitCode;
 
 use ip_counter::app::App;
 use ip_counter::config::{Config, ConfigError, Invocation, USAGE_EXIT_CODE};
-use ip_counter::{count, shutdown, telemetry};
+use ip_counter::{count, send, shutdown, telemetry};
 
 fn main() -> ExitCode {
     match Invocation::load() {
         Ok(Invocation::Serve(config)) => serve(config),
         Ok(Invocation::Count(args)) => count::run(&args),
+        Ok(Invocation::Send(args)) => send::run(&args),
         Err(ConfigError::Info(text)) => {
             print!("{text}");
             ExitCode::SUCCESS

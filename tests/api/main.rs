@@ -9,4 +9,5 @@ mod helpers;
 mod logs;
 mod metrics;
 mod prometheus;
+mod send;
 mod shutdown;

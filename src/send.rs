@@ -1,0 +1,477 @@
+//! `ip-counter send [FILE...] --to URL`: backfills a running service from log files.
+//!
+//! The inputs are read like `count` reads them ([`crate::logfile`]); their lines go, unchanged,
+//! in batches of `--batch-lines` lines to `POST /logs`: NDJSON as `application/x-ndjson`,
+//! access-log text as `text/plain`, so the service validates every line exactly as it would
+//! from a shipper and its line numbers map back to the file. Each batch is gzip-compressed and
+//! posted by one of `--concurrency` threads; connection errors, 429 and 5xx are retried with
+//! exponential backoff, any other 4xx stops the run with the server's message.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{self, LineFormat};
+use crate::logfile::{self, Input};
+
+/// Arguments of `ip-counter send`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SendArgs {
+    /// Log files: NDJSON entries or access-log lines, plain or gzip; standard input when none or `-`
+    pub files: Vec<PathBuf>,
+
+    /// The service: its base URL (`http://host:5000`, `/logs` is appended) or the full
+    /// `POST /logs` URL; plain HTTP
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+
+    /// Line format of every input; detected per input from its first non-blank line when not given
+    #[arg(long, value_enum)]
+    pub format: Option<LineFormat>,
+
+    /// Lines per request
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_lines: u32,
+
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+
+    /// Retries of a batch after a connection error, 429 or 5xx (waiting 0.2s, 0.4s, 0.8s, ...)
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+
+    /// Print {"lines":..,"requests":..,"accepted":..,"rejected":..,"unique_ips":..}
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a run sent and what the service answered, summed over its batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Sent {
+    /// Lines sent, blank ones included.
+    pub lines: u64,
+    /// Requests that succeeded.
+    pub requests: u64,
+    /// Entries the service accepted.
+    pub accepted: u64,
+    /// Entries the service rejected.
+    pub rejected: u64,
+    /// The service's distinct count after the last batch.
+    pub unique_ips: u64,
+}
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// An input could not be read.
+    #[error("{input}: {source}")]
+    Input {
+        /// The input's name.
+        input: String,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// The service refused a batch, or could not be reached after every retry.
+    #[error("{0}")]
+    Service(String),
+}
+
+/// One batch of lines, on its way to a sending thread.
+struct Job {
+    body: Vec<u8>,
+    format: LineFormat,
+    /// Which input and line the batch starts at, for messages.
+    input: String,
+    first_line: u64,
+}
+
+/// The part of the batch reply this tool reads.
+#[derive(Deserialize)]
+struct BatchReply {
+    accepted: u64,
+    rejected: u64,
+    unique_ips: u64,
+    errors: Vec<ReplyError>,
+}
+
+#[derive(Deserialize)]
+struct ReplyError {
+    line: u64,
+    message: String,
+}
+
+/// Most rejected lines reported on stderr over a whole run.
+const MAX_NOTED_ERRORS: usize = 10;
+
+/// Sends every line of `inputs` to the service at `args.to`; `note` receives the rejected lines
+/// the service listed, as `input:line: message`.
+pub fn send_inputs(
+    inputs: &[Input],
+    args: &SendArgs,
+    progress: &ProgressBar,
+    note: impl Fn(&str) + Sync,
+) -> Result<Sent, SendError> {
+    let url = logs_url(&args.to);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(usize::from(args.concurrency));
+    let jobs_rx = Mutex::new(jobs_rx);
+    let stop = AtomicBool::new(false);
+    let failure = Mutex::new(None::<SendError>);
+    let totals = Mutex::new(Sent::default());
+    let noted = Mutex::new(0usize);
+
+    thread::scope(|scope| {
+        for _ in 0..args.concurrency {
+            scope.spawn(|| {
+                loop {
+                    let job = jobs_rx.lock().expect("no thread panics").recv();
+                    let Ok(job) = job else { return };
+                    if stop.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    match post_batch(&agent, &url, &job, args.retries) {
+                        Ok(reply) => {
+                            let mut t = totals.lock().expect("no thread panics");
+                            t.requests += 1;
+                            t.accepted += reply.accepted;
+                            t.rejected += reply.rejected;
+                            // The count never goes down: the largest reply is the latest.
+                            t.unique_ips = t.unique_ips.max(reply.unique_ips);
+                            drop(t);
+                            let mut n = noted.lock().expect("no thread panics");
+                            for e in reply.errors.iter().take(MAX_NOTED_ERRORS - *n) {
+                                let line = job.first_line + e.line - 1;
+                                note(&format!("{}:{line}: {}", job.input, e.message));
+                                *n += 1;
+                            }
+                        }
+                        Err(e) => {
+                            stop.store(true, Ordering::Relaxed);
+                            failure.lock().expect("no thread panics").get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+        let read = read_batches(inputs, args, progress, &stop, |job| {
+            totals.lock().expect("no thread panics").lines += count_lines(&job.body);
+            // Fails only when every sending thread is gone, which `stop` already reports.
+            let _ = jobs_tx.send(job);
+        });
+        drop(jobs_tx);
+        if let Err(e) = read {
+            stop.store(true, Ordering::Relaxed);
+            failure.lock().expect("no thread panics").get_or_insert(e);
+        }
+    });
+    match failure.into_inner().expect("no thread panics") {
+        Some(e) => Err(e),
+        None => Ok(totals.into_inner().expect("no thread panics")),
+    }
+}
+
+/// `POST /logs` under `base`, unless `base` already is that URL.
+fn logs_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.ends_with("/logs") {
+        base.to_owned()
+    } else {
+        format!("{base}/logs")
+    }
+}
+
+fn count_lines(body: &[u8]) -> u64 {
+    let newlines = memchr::memchr_iter(b'\n', body).count() as u64;
+    newlines + u64::from(!body.ends_with(b"\n"))
+}
+
+/// Why reading an input ended early.
+enum Interrupted {
+    /// A sending thread failed; its error is the one to report.
+    Stopped,
+    Io(io::Error),
+}
+
+impl From<io::Error> for Interrupted {
+    fn from(e: io::Error) -> Self {
+        Interrupted::Io(e)
+    }
+}
+
+/// Reads the inputs and cuts their lines into jobs of at most `args.batch_lines` lines; a job
+/// never spans two inputs. Stops early when `stop` is set.
+fn read_batches(
+    inputs: &[Input],
+    args: &SendArgs,
+    progress: &ProgressBar,
+    stop: &AtomicBool,
+    mut submit: impl FnMut(Job),
+) -> Result<(), SendError> {
+    let per_batch = u64::from(args.batch_lines);
+    for input in inputs {
+        let name = input.name();
+        let input_error = |source| SendError::Input {
+            input: name.clone(),
+            source,
+        };
+        let reader = input.open(progress).map_err(input_error)?;
+        let mut format = args.format;
+        let mut body = Vec::new();
+        let mut lines_in_body = 0u64;
+        let mut first_line = 1u64;
+        let result = logfile::for_each_chunk(reader, |mut chunk: &[u8]| {
+            if format.is_none() {
+                format = batch::lines(chunk)
+                    .map(|(_, line)| line)
+                    .find(|line| !batch::is_blank(line))
+                    .map(LineFormat::detect);
+            }
+            while !chunk.is_empty() {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Interrupted::Stopped);
+                }
+                let wanted = (per_batch - lines_in_body) as usize;
+                let (take, lines) = match memchr::memchr_iter(b'\n', chunk).nth(wanted - 1) {
+                    Some(end) => (end + 1, wanted as u64),
+                    None => (chunk.len(), count_lines(chunk)),
+                };
+                body.extend_from_slice(&chunk[..take]);
+                lines_in_body += lines;
+                chunk = &chunk[take..];
+                if lines_in_body == per_batch {
+                    submit(Job {
+                        body: std::mem::take(&mut body),
+                        format: format.unwrap_or(LineFormat::Text),
+                        input: name.clone(),
+                        first_line,
+                    });
+                    first_line += lines_in_body;
+                    lines_in_body = 0;
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(Interrupted::Stopped) => return Ok(()),
+            Err(Interrupted::Io(e)) => return Err(input_error(e)),
+        }
+        if !body.is_empty() {
+            submit(Job {
+                body,
+                format: format.unwrap_or(LineFormat::Text),
+                input: name.clone(),
+                first_line,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Posts one batch, retrying connection errors, 429 and 5xx with exponential backoff.
+fn post_batch(
+    agent: &ureq::Agent,
+    url: &str,
+    job: &Job,
+    retries: u32,
+) -> Result<BatchReply, SendError> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(job.body.len() / 4), Compression::fast());
+    encoder
+        .write_all(&job.body)
+        .and_then(|()| encoder.flush())
+        .expect("writing to a Vec cannot fail");
+    let compressed = encoder.finish().expect("writing to a Vec cannot fail");
+    let content_type = match job.format {
+        LineFormat::Ndjson => "application/x-ndjson",
+        LineFormat::Text => "text/plain",
+    };
+    let what = format!("batch from {} line {}", job.input, job.first_line);
+    let mut attempt = 0;
+    loop {
+        let outcome = agent
+            .post(url)
+            .header("content-type", content_type)
+            .header("content-encoding", "gzip")
+            .send(&compressed[..]);
+        let retryable = match outcome {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let text = response.body_mut().read_to_string().unwrap_or_default();
+                match status {
+                    200 => {
+                        return serde_json::from_str(&text).map_err(|e| {
+                            SendError::Service(format!(
+                                "{url} answered the {what} with something other than a batch \
+                                 reply ({e}): {text}"
+                            ))
+                        });
+                    }
+                    429 | 500..=599 => format!("{status} {}", server_message(&text)),
+                    _ => {
+                        return Err(SendError::Service(format!(
+                            "{url} refused the {what}: {status} {}",
+                            server_message(&text)
+                        )));
+                    }
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        if attempt >= retries {
+            return Err(SendError::Service(format!(
+                "{url}: the {what} failed after {} attempts: {retryable}",
+                attempt + 1
+            )));
+        }
+        thread::sleep(backoff(attempt));
+        attempt += 1;
+    }
+}
+
+/// The wait before retry number `attempt` (from 0): 0.2s doubling, at most 10s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << attempt.min(16))).min(Duration::from_secs(10))
+}
+
+/// `code: message` from the service's JSON error body, or the body itself.
+fn server_message(text: &str) -> String {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error: String,
+        message: String,
+    }
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(body) => format!("{}: {}", body.error, body.message),
+        Err(_) => text.trim().to_owned(),
+    }
+}
+
+/// Runs `ip-counter send`: prints what was sent and the service's final count on stdout,
+/// the first rejected lines on stderr; exit 1 when it stopped early.
+pub fn run(args: &SendArgs) -> ExitCode {
+    let inputs = Input::from_args(&args.files);
+    let progress = logfile::progress_bar(&inputs);
+    let result = send_inputs(&inputs, args, &progress, |line| {
+        progress.suspend(|| eprintln!("ip-counter send: rejected: {line}"));
+    });
+    progress.finish_and_clear();
+    let sent = match result {
+        Ok(sent) => sent,
+        Err(e) => {
+            eprintln!("ip-counter send: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = if args.json {
+        serde_json::to_string(&sent).expect("a summary serializes")
+    } else {
+        let plural = if sent.requests == 1 { "" } else { "s" };
+        format!(
+            "sent {} lines in {} request{plural}: {} accepted, {} rejected; unique_ips {}",
+            sent.lines, sent.requests, sent.accepted, sent.rejected, sent.unique_ips
+        )
+    };
+    let _ = writeln!(io::stdout(), "{text}");
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logs_path_is_added_once() {
+        assert_eq!(logs_url("http://h:5000"), "http://h:5000/logs");
+        assert_eq!(logs_url("http://h:5000/"), "http://h:5000/logs");
+        assert_eq!(logs_url("http://h:5000/logs"), "http://h:5000/logs");
+        assert_eq!(logs_url("http://h/ingest/"), "http://h/ingest/logs");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_ten_seconds() {
+        let waits: Vec<u64> = (0..8).map(|a| backoff(a).as_millis() as u64).collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn lines_are_counted_with_or_without_a_final_newline() {
+        assert_eq!(count_lines(b""), 1);
+        assert_eq!(count_lines(b"a\nb\n"), 2);
+        assert_eq!(count_lines(b"a\nb"), 2);
+    }
+
+    #[test]
+    fn the_server_message_is_read_from_its_error_body() {
+        let body = r#"{"status":"error","error":"body_too_large","message":"too big"}"#;
+        assert_eq!(server_message(body), "body_too_large: too big");
+        assert_eq!(server_message(" Bad Gateway \n"), "Bad Gateway");
+    }
+
+    fn jobs(data: &[u8], batch_lines: u32) -> Vec<(u64, Vec<u8>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.log");
+        std::fs::write(&path, data).unwrap();
+        let args = SendArgs {
+            files: vec![path.clone()],
+            to: String::new(),
+            format: None,
+            batch_lines,
+            concurrency: 1,
+            retries: 0,
+            json: false,
+        };
+        let mut jobs = Vec::new();
+        read_batches(
+            &[Input::File(path)],
+            &args,
+            &ProgressBar::hidden(),
+            &AtomicBool::new(false),
+            |job| jobs.push((job.first_line, job.body)),
+        )
+        .unwrap();
+        jobs
+    }
+
+    #[test]
+    fn batches_have_the_asked_number_of_lines_and_their_first_line() {
+        let data = b"1.1.1.1\n\n1.1.1.2\n1.1.1.3\n1.1.1.4\n1.1.1.5";
+        assert_eq!(
+            jobs(data, 2),
+            [
+                (1, b"1.1.1.1\n\n".to_vec()),
+                (3, b"1.1.1.2\n1.1.1.3\n".to_vec()),
+                (5, b"1.1.1.4\n1.1.1.5".to_vec()),
+            ]
+        );
+        assert_eq!(jobs(data, 100), [(1, data.to_vec())]);
+        assert!(jobs(b"", 10).is_empty());
+    }
+
+    #[test]
+    fn batches_span_chunks() {
+        let line = b"{\"ip\":\"10.0.0.1\"}\n";
+        let data = line.repeat(700_000); // about 12 MiB: several 4 MiB chunks
+        let jobs = jobs(&data, 100_000);
+        assert_eq!(jobs.len(), 7);
+        for (i, (first, body)) in jobs.iter().enumerate() {
+            assert_eq!(*first, i as u64 * 100_000 + 1);
+            assert_eq!(body.len(), line.len() * 100_000);
+        }
+    }
+}
