@@ -3,13 +3,16 @@
 //! [`App::build`] does every fallible start-up step, so that port 0 works and tests can read the
 //! bound addresses before serving; [`App::run_until_stopped`] drains both listeners on shutdown.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::response::Response;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -80,10 +83,14 @@ impl App {
         });
         let ingest = serve(
             self.ingest,
-            ingest::router(self.state.clone()),
+            ingest::service(self.state.clone()),
             stop_rx.clone(),
         );
-        let metrics = serve(self.metrics, metrics::router(self.state.clone()), stop_rx);
+        let metrics = serve(
+            self.metrics,
+            TowerToHyperService::new(metrics::router(self.state.clone())),
+            stop_rx,
+        );
         self.state.set_ready(true);
         tokio::join!(ingest, metrics);
         tracing::info!("stopped");
@@ -96,8 +103,14 @@ impl App {
 ///
 /// A plain hyper connection per socket rather than `axum::serve`: the same transport as the bare
 /// baseline of `make load-test`, without protocol sniffing or upgrade support we do not use.
-async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
-    let service = TowerToHyperService::new(router);
+async fn serve<S>(listener: TcpListener, service: S, mut stop: watch::Receiver<bool>)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
