@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, via apt, the system tools the tests and the load test need, and only those missing.
 #
-#   scripts/install-test-deps.sh            # test deps: prometheus + promtool
+#   scripts/install-test-deps.sh            # test deps: prometheus + promtool, nginx, curl
 #   scripts/install-test-deps.sh --load     # also wrk, for scripts/load-test.sh
 #   scripts/install-test-deps.sh --load-only
 #
@@ -32,6 +32,8 @@ need() {
 if [ "$want_test" = 1 ]; then
     need prometheus prometheus
     need promtool prometheus
+    [ -x /usr/sbin/nginx ] || need nginx nginx    # tests/api/nginx.rs: a real access log
+    need curl curl      # ... requested from several 127.x source addresses
 fi
 if [ "$want_load" = 1 ]; then
     need wrk wrk
@@ -68,6 +70,7 @@ still=()
 for p in "${missing_pkgs[@]}"; do
     case "$p" in
         prometheus) command -v prometheus >/dev/null && command -v promtool >/dev/null || still+=("$p") ;;
+        nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || still+=("$p") ;;
         *) command -v "$p" >/dev/null || still+=("$p") ;;
     esac
 done

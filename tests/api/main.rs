@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod logs;
 mod metrics;
+mod nginx;
 mod prometheus;
 mod send;
 mod shutdown;
