@@ -111,41 +111,6 @@ pub fn service(
     })
 }
 
-/// The ingest listener as a hyper service. `POST /logs` is dispatched here, before the router:
-/// axum's routing, middleware and boxing cost about a fifth of the bare-hyper request rate
-/// (`make load-test`), more than parsing and counting the entry. Every other request goes
-/// through [`router`] and its tracking middleware.
-pub fn service(
-    state: Arc<AppState>,
-) -> impl hyper::service::Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = Response,
-    Error = std::convert::Infallible,
-    Future: Send,
-> + Clone
-+ Send
-+ 'static {
-    let router = router(state.clone());
-    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let (state, router) = (state.clone(), router.clone());
-        async move {
-            let request = request.map(Body::new);
-            if request.method() != axum::http::Method::POST || request.uri().path() != "/logs" {
-                return tower::ServiceExt::oneshot(router, request).await;
-            }
-            let start = Instant::now();
-            let response = post_logs(State(state.clone()), request)
-                .await
-                .into_response();
-            let route = metrics::Route::of("/logs");
-            state
-                .metrics
-                .request_done(route, response.status(), start.elapsed());
-            Ok(response)
-        }
-    })
-}
-
 #[derive(Serialize)]
 struct Logged {
     status: &'static str,
