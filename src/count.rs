@@ -92,21 +92,11 @@ fn count_input(
     let mut format = forced;
     let mut report = Report::default();
     let mut lines_before = 0;
-    let mut addresses = Vec::new();
     logfile::for_each_chunk(reader, |chunk| {
-        let mut last = 0;
-        for (n, line) in batch::lines(chunk) {
-            last = n;
-            if batch::is_blank(line) {
-                continue;
-            }
-            let format = *format.get_or_insert_with(|| LineFormat::detect(line));
-            addresses.extend(report.record(lines_before + n, format.parse_line(line)));
-        }
-        batch::insert_all(store, &addresses);
-        addresses.clear();
-        // Every chunk but the last ends with '\n', after which `lines` yields one empty line.
-        lines_before += last - 1;
+        let format = *format.get_or_insert_with(|| LineFormat::detect(chunk));
+        let counted = batch::count_lines(format, chunk, store);
+        report.merge(counted.report, lines_before);
+        lines_before += memchr::memchr_iter(b'\n', chunk).count() as u64;
         io::Result::Ok(())
     })?;
     Ok(report)

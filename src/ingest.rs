@@ -19,7 +19,7 @@ use axum::{Json, Router, middleware};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
-use crate::batch::{self, Batch, BatchFormat, LineError, LineFormat};
+use crate::batch::{self, BatchFormat, Counted, LineError, LineFormat};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::parse;
@@ -211,13 +211,12 @@ fn log_one(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
 
 /// A batch: every good entry counted, every bad one listed, 200 either way.
 fn log_batch(state: &AppState, format: BatchFormat, body: &[u8]) -> Result<Response, ApiError> {
-    let Batch { addresses, report } = batch::parse_batch(format, body)?;
+    let Counted { report, new_ips } = batch::count_batch(format, body, &state.store)?;
     let metrics = &state.metrics;
     metrics.entries_received(report.accepted + report.rejected);
     for &(reason, n) in &report.rejected_by_reason {
         metrics.entries_rejected(reason, n);
     }
-    let new_ips = batch::insert_all(&state.store, &addresses);
     Ok(Json(BatchLogged {
         status: "success",
         accepted: report.accepted,
