@@ -201,7 +201,9 @@ pub fn parse_batch(format: BatchFormat, body: &[u8]) -> Result<Batch, BodyError>
     }
 }
 
-fn parse_lines(format: LineFormat, body: &[u8]) -> Batch {
+/// Parses every non-blank line of `body` on this thread; [`parse_batch`] for lines, which
+/// cannot fail.
+pub fn parse_lines(format: LineFormat, body: &[u8]) -> Batch {
     let mut batch = Batch::with_capacity_for(body);
     let Batch { addresses, report } = &mut batch;
     for (n, line) in lines(body).filter(|(_, line)| !is_blank(line)) {

