@@ -36,6 +36,8 @@ test-integration: ## Run the HTTP API integration tests (tests/api)
 bench: ## Run the criterion benchmarks (benches/)
 	$(CARGO) bench
 
+bench-batch: ; scripts/bench-batch.sh ## Bulk-ingest figures: HTTP batches vs baseline, `count` vs cut|sort (GOACCESS=1: GoAccess)
+
 load-test: ## wrk load test: the service against a bare hyper server (ROUNDS=3 DURATION=10s)
 	scripts/load-test.sh
 

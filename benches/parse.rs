@@ -1,8 +1,10 @@
-//! Throughput of the request hot path: address text → `IpAddr` and one JSON log entry → `Entry`.
+//! Throughput of the request hot path: address text → `IpAddr`, one JSON log entry → `Entry`,
+//! and a batch body → addresses and a report.
 //!
 //! Each group runs the same fixed-seed inputs through our parser and through a std or serde_json
-//! baseline, so the figures read as ratios: `parse_ip` against `str::parse::<IpAddr>`, and
-//! `parse_entry` against building a `serde_json::Value` from the same bodies.
+//! baseline, so the figures read as ratios: `parse_ip` against `str::parse::<IpAddr>`,
+//! `parse_entry` against building a `serde_json::Value` from the same bodies, and `parse_batch`
+//! (NDJSON and access-log text) against splitting lines and parsing each address with std.
 //!
 //! Run with `cargo bench --bench parse`.
 
@@ -11,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
+use ip_counter::batch::{BatchFormat, LineFormat, parse_batch};
 use ip_counter::parse::{parse_entry, parse_ip};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -100,6 +103,51 @@ fn bench_parse_entry(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same addresses as one NDJSON body and one combined-format access-log body.
+fn batch_bodies(rng: &mut StdRng) -> (Vec<u8>, Vec<u8>) {
+    let ndjson = bodies(rng).join(&b'\n');
+    let text: Vec<u8> = (0..N)
+        .flat_map(|i| {
+            let ip = IpAddr::from(rng.random::<[u8; 4]>());
+            format!(
+                "{ip} - - [24/Jun/2020:15:27:00 +0000] \"GET /api/v1/items/{i}?page=2 HTTP/1.1\" 200 612 \"-\" \"Mozilla/5.0\"\n"
+            )
+            .into_bytes()
+        })
+        .collect();
+    (ndjson, text)
+}
+
+fn bench_parse_batch(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let (ndjson, text) = batch_bodies(&mut rng);
+
+    let mut group = c.benchmark_group("parse_batch");
+    group.throughput(Throughput::Elements(N as u64));
+    for (kind, format, body) in [
+        ("ndjson", LineFormat::Ndjson, &ndjson),
+        ("text", LineFormat::Text, &text),
+    ] {
+        group.bench_function(format!("{kind}/parse_batch"), |b| {
+            b.iter(|| black_box(parse_batch(BatchFormat::Lines(format), black_box(body)).ok()))
+        });
+    }
+    // The least a batch parser could do: split, take the first field, parse it with std.
+    group.bench_function("text/split_and_std_parse", |b| {
+        b.iter(|| {
+            for line in black_box(&text).split(|&c| c == b'\n') {
+                let field = line.split(|&c| c == b' ').next().unwrap_or_default();
+                black_box(
+                    std::str::from_utf8(field)
+                        .ok()
+                        .and_then(|f| f.parse::<IpAddr>().ok()),
+                );
+            }
+        })
+    });
+    group.finish();
+}
+
 // A plain `main` instead of `criterion_group!`/`criterion_main!`: the macro's generated `pub fn`
 // has no doc comment and would trip the crate's `missing_docs` lint.
 fn main() {
@@ -109,5 +157,6 @@ fn main() {
         .configure_from_args();
     bench_parse_ip(&mut c);
     bench_parse_entry(&mut c);
+    bench_parse_batch(&mut c);
     c.final_summary();
 }

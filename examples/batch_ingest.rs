@@ -1,0 +1,257 @@
+//! Batch ingest over HTTP against an in-process baseline, on the same data in the same run.
+//!
+//! The data: random IPv4 addresses (fixed seed) as seed-format NDJSON entries and as combined
+//! access-log lines. The baseline is the least a batch path could do, on one core: split lines
+//! with memchr, find `"ip":"` (NDJSON) or the first space (text), parse the address, insert it
+//! into a `HashSet<u32>`. The service is the real one (`App::build`, port 0) on this process's
+//! tokio runtime; `--clients` threads post pre-built bodies of `--batch` lines with ureq, plain
+//! and gzip-compressed. Each round starts a fresh service so that every address is new, as it
+//! is for the baseline; the figure is the median of `--rounds`.
+//!
+//! ```sh
+//! cargo run --release --example batch_ingest -- [--lines 2000000] [--batch 10000] [--clients 2] [--rounds 3]
+//! ```
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use ip_counter::app::App;
+use ip_counter::config::Config;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+struct Options {
+    lines: usize,
+    batch: usize,
+    clients: usize,
+    rounds: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        lines: 2_000_000,
+        batch: 10_000,
+        clients: 2,
+        rounds: 3,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse().ok());
+        let value = value.unwrap_or_else(|| panic!("{} needs a number", pair[0]));
+        match pair[0].as_str() {
+            "--lines" => o.lines = value,
+            "--batch" => o.batch = value,
+            "--clients" => o.clients = value,
+            "--rounds" => o.rounds = value,
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+/// The same addresses as NDJSON entries and as combined-format lines.
+fn generate(lines: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut ndjson = Vec::with_capacity(lines * 100);
+    let mut text = Vec::with_capacity(lines * 120);
+    for i in 0..lines {
+        let ip = Ipv4Addr::from(rng.random::<u32>());
+        let (s, us) = (i % 60, rng.random_range(0..1_000_000));
+        writeln!(
+            ndjson,
+            r#"{{"timestamp":"2020-06-24T15:27:{s:02}.{us:06}Z","ip":"{ip}","url":"/api/v1/items/{i}"}}"#
+        )
+        .unwrap();
+        writeln!(
+            text,
+            r#"{ip} - - [24/Jun/2020:15:27:{s:02} +0000] "GET /api/v1/items/{i} HTTP/1.1" 200 612 "-" "Mozilla/5.0""#
+        )
+        .unwrap();
+    }
+    (ndjson, text)
+}
+
+/// Bodies of `batch` lines each.
+fn split(data: &[u8], batch: usize) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    let mut start = 0;
+    let mut n = 0;
+    for end in memchr::memchr_iter(b'\n', data) {
+        n += 1;
+        if n == batch {
+            bodies.push(data[start..=end].to_vec());
+            start = end + 1;
+            n = 0;
+        }
+    }
+    if start < data.len() {
+        bodies.push(data[start..].to_vec());
+    }
+    bodies
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+    encoder.write_all(body).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// The baseline: split, find, parse, insert into a `HashSet<u32>`; returns the distinct count.
+fn baseline(data: &[u8], ndjson: bool) -> usize {
+    let finder = memchr::memmem::Finder::new(br#""ip":""#);
+    let mut set = HashSet::<u32>::new();
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', data) {
+        let line = &data[start..end];
+        start = end + 1;
+        let field = if ndjson {
+            let Some(at) = finder.find(line) else {
+                continue;
+            };
+            let rest = &line[at + 6..];
+            &rest[..memchr::memchr(b'"', rest).unwrap_or(rest.len())]
+        } else {
+            &line[..memchr::memchr(b' ', line).unwrap_or(line.len())]
+        };
+        if let Some(ip) = std::str::from_utf8(field)
+            .ok()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+        {
+            set.insert(ip.to_bits());
+        }
+    }
+    set.len()
+}
+
+/// Posts every body with `clients` threads against a fresh service; returns the seconds taken
+/// and the service's final count.
+fn over_http(
+    runtime: &tokio::runtime::Runtime,
+    bodies: &[Vec<u8>],
+    content_type: &str,
+    gzip: bool,
+    clients: usize,
+) -> (f64, u64) {
+    let config = Config::from_args([
+        "ip-counter",
+        "--log-port=0",
+        "--metrics-port=0",
+        "--server-host=127.0.0.1",
+    ])
+    .unwrap();
+    let app = runtime.block_on(App::build(config)).unwrap();
+    let url = format!("http://{}/logs", app.ingest_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for client in 0..clients {
+            let (agent, url) = (agent.clone(), url.clone());
+            scope.spawn(move || {
+                for body in bodies.iter().skip(client).step_by(clients) {
+                    let mut request = agent.post(&url).header("content-type", content_type);
+                    if gzip {
+                        request = request.header("content-encoding", "gzip");
+                    }
+                    let mut reply = request.send(&body[..]).expect("POST /logs");
+                    reply.body_mut().read_to_string().unwrap();
+                }
+            });
+        }
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut stats = agent
+        .get(url.replace("/logs", "/stats"))
+        .call()
+        .expect("GET /stats");
+    let stats: serde_json::Value =
+        serde_json::from_str(&stats.body_mut().read_to_string().unwrap()).unwrap();
+    let _ = stop.send(());
+    runtime.block_on(server).unwrap().unwrap();
+    (seconds, stats["unique_ip_addresses"].as_u64().unwrap())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let o = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ndjson, text) = generate(o.lines);
+    let ndjson_bodies = split(&ndjson, o.batch);
+    let text_bodies = split(&text, o.batch);
+    let ndjson_gz: Vec<Vec<u8>> = ndjson_bodies.iter().map(|b| gzip(b)).collect();
+    let text_gz: Vec<Vec<u8>> = text_bodies.iter().map(|b| gzip(b)).collect();
+    println!(
+        "{} lines ({:.0} MB NDJSON, {:.0} MB text), {} lines a request, {} clients, {} rounds",
+        o.lines,
+        ndjson.len() as f64 / 1e6,
+        text.len() as f64 / 1e6,
+        o.batch,
+        o.clients,
+        o.rounds
+    );
+
+    let cases: [(&str, &[Vec<u8>], &str, bool); 4] = [
+        ("HTTP NDJSON", &ndjson_bodies, "application/x-ndjson", false),
+        ("HTTP NDJSON gzip", &ndjson_gz, "application/x-ndjson", true),
+        ("HTTP text/plain", &text_bodies, "text/plain", false),
+        ("HTTP text/plain gzip", &text_gz, "text/plain", true),
+    ];
+    let mut base_ndjson = Vec::new();
+    let mut base_text = Vec::new();
+    let mut http: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut distinct = 0;
+    for _ in 0..o.rounds {
+        let t = Instant::now();
+        distinct = baseline(&ndjson, true);
+        base_ndjson.push(o.lines as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        assert_eq!(baseline(&text, false), distinct);
+        base_text.push(o.lines as f64 / t.elapsed().as_secs_f64());
+        for (i, &(_, bodies, content_type, gz)) in cases.iter().enumerate() {
+            let (seconds, count) = over_http(&runtime, bodies, content_type, gz, o.clients);
+            assert_eq!(count, distinct as u64, "{}", cases[i].0);
+            http[i].push(o.lines as f64 / seconds);
+        }
+    }
+    let base = median(base_ndjson);
+    println!(
+        "{distinct} distinct addresses; lines/s, median of {} rounds:",
+        o.rounds
+    );
+    println!(
+        "  {:<34} {:>6.2} M/s",
+        "baseline NDJSON (1 core, HashSet<u32>)",
+        base / 1e6
+    );
+    println!(
+        "  {:<34} {:>6.2} M/s",
+        "baseline text (1 core, HashSet<u32>)",
+        median(base_text) / 1e6
+    );
+    for (i, (name, ..)) in cases.iter().enumerate() {
+        let rate = median(http[i].clone());
+        println!(
+            "  {name:<34} {:>6.2} M/s   {:.2} of the NDJSON baseline",
+            rate / 1e6,
+            rate / base
+        );
+    }
+}
