@@ -201,6 +201,56 @@ fn concurrent_insert_ipv4(c: &mut Criterion) {
     group.finish();
 }
 
+/// A million new random addresses into a store that already holds three million, from two
+/// threads in batches of 10,000 (two HTTP batch clients) or 500,000 (`count`'s chunks):
+/// `Store::insert` one at a time, against `Store::insert_many`.
+fn batch_insert_ipv4(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch_insert_ipv4");
+    let n = 1_000_000;
+    let ips: Vec<IpAddr> = ipv4s(4 * n, 5).into_iter().map(v4).collect();
+    let (before, ips) = ips.split_at(3 * n);
+    let filled = || {
+        let store = Store::exact();
+        store.insert_many(before);
+        store
+    };
+    size_group(&mut group, n);
+    for batch_len in [10_000, 500_000] {
+        let run = |insert: fn(&Store, &[IpAddr]) -> u64| {
+            move |b: &mut criterion::Bencher<'_>, ips: &[IpAddr]| {
+                b.iter_batched(
+                    filled,
+                    |store| {
+                        std::thread::scope(|s| {
+                            for half in ips.chunks(n / 2) {
+                                let store = &store;
+                                s.spawn(move || {
+                                    for batch in half.chunks(batch_len) {
+                                        black_box(insert(store, batch));
+                                    }
+                                });
+                            }
+                        });
+                        store
+                    },
+                    BatchSize::PerIteration,
+                )
+            }
+        };
+        group.bench_with_input(
+            BenchmarkId::new("insert", batch_len),
+            ips,
+            run(|s, batch| batch.iter().filter(|&&ip| s.insert(ip)).count() as u64),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("insert_many", batch_len),
+            ips,
+            run(Store::insert_many),
+        );
+    }
+    group.finish();
+}
+
 fn insert_ipv6(c: &mut Criterion) {
     let mut group = c.benchmark_group("insert_ipv6");
     let n = 10_000;
@@ -227,6 +277,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(700))
         .measurement_time(Duration::from_secs(2));
-    targets = insert_ipv4, contains_ipv4, concurrent_insert_ipv4, insert_ipv6
+    targets = insert_ipv4, contains_ipv4, concurrent_insert_ipv4, batch_insert_ipv4, insert_ipv6
 }
 criterion_main!(benches);

@@ -269,7 +269,7 @@ pub fn count_lines(format: LineFormat, body: &[u8], store: &Store) -> Counted {
 /// The one place a batch's addresses reach the store (for `POST /logs`, and for each chunk
 /// `count` reads); returns how many were new.
 pub fn insert_all(store: &Store, addresses: &[IpAddr]) -> u64 {
-    addresses.iter().filter(|&&ip| store.insert(ip)).count() as u64
+    store.insert_many(addresses)
 }
 
 /// Calls `f` with each element of a JSON array (numbered from 1) as raw JSON, one at a time,

@@ -58,6 +58,23 @@ impl ExactStore {
         }
     }
 
+    /// Adds every address of `ips`, locking each part of the store once per call; returns how
+    /// many were new. The same promises as [`ExactStore::insert`] hold for each address.
+    pub fn insert_many(&self, ips: &[IpAddr]) -> u64 {
+        let mut v4 = Vec::with_capacity(ips.len());
+        let mut v6 = Vec::new();
+        for ip in ips {
+            match ip {
+                IpAddr::V4(a) => v4.push(a.to_bits()),
+                IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                    Some(a) => v4.push(a.to_bits()),
+                    None => v6.push(a.to_bits()),
+                },
+            }
+        }
+        self.ipv4.insert_many(&mut v4) + self.ipv6.insert_many(&v6)
+    }
+
     /// Whether `ip` has been seen.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match ip {
@@ -296,5 +313,61 @@ mod tests {
             let ipv6 = model.len() as u64 - ipv4;
             prop_assert_eq!(store.counts(), Counts { ipv4, ipv6 });
         }
+
+        /// Batches repeat addresses within themselves and across each other.
+        #[test]
+        fn insert_many_agrees_with_a_hash_set(
+            batches in proptest::collection::vec(proptest::collection::vec(address(), 0..200), 0..8)
+        ) {
+            let store = ExactStore::default();
+            let mut model = HashSet::new();
+            for batch in batches {
+                let new = batch.iter().filter(|ip| model.insert(ip.to_canonical())).count();
+                prop_assert_eq!(store.insert_many(&batch), new as u64);
+                for ip in &batch {
+                    prop_assert!(store.contains(*ip));
+                }
+            }
+            let ipv4 = model.iter().filter(|ip| ip.is_ipv4()).count() as u64;
+            let ipv6 = model.len() as u64 - ipv4;
+            prop_assert_eq!(store.counts(), Counts { ipv4, ipv6 });
+        }
+    }
+
+    /// Four threads insert the same addresses in batches, in different orders: each address is
+    /// reported new by exactly one call.
+    #[test]
+    fn concurrent_batches_never_double_count() {
+        const THREADS: usize = 4;
+        const N: u32 = 50_000;
+        let all: Vec<IpAddr> = (0..N)
+            .flat_map(|i| [v4(i.wrapping_mul(2_654_435_761)), v6(u128::from(i) << 70)])
+            .collect();
+        let store = ExactStore::default();
+        let start = Barrier::new(THREADS);
+        let new: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let (store, start, all) = (&store, &start, &all);
+                    s.spawn(move || {
+                        let mut mine = all.clone();
+                        mine.rotate_left(t * all.len() / THREADS);
+                        start.wait();
+                        mine.chunks(1_000)
+                            .map(|b| store.insert_many(b))
+                            .sum::<u64>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(new, 2 * u64::from(N));
+        assert_eq!(
+            store.counts(),
+            Counts {
+                ipv4: u64::from(N),
+                ipv6: u64::from(N)
+            }
+        );
     }
 }

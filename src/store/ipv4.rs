@@ -112,6 +112,25 @@ impl Ipv4Set {
         new
     }
 
+    /// Adds every address of `ips` (sorting it), locking each /16 block once; returns how many
+    /// were new. Counts are updated per block, under its lock, as [`Ipv4Set::insert`] does.
+    pub(super) fn insert_many(&self, ips: &mut [u32]) -> u64 {
+        ips.sort_unstable();
+        let mut new = 0;
+        for group in ips.chunk_by(|a, b| a >> 16 == b >> 16) {
+            let mut block = self.block(group[0]).lock();
+            let before = block.heap_bytes();
+            let added = group.iter().filter(|&&ip| block.insert(ip as u16)).count() as u64;
+            if added > 0 {
+                self.len.fetch_add(added, Ordering::Relaxed);
+                let change = block.heap_bytes().wrapping_sub(before);
+                self.heap.fetch_add(change, Ordering::Relaxed);
+                new += added;
+            }
+        }
+        new
+    }
+
     pub(super) fn contains(&self, ip: u32) -> bool {
         self.block(ip).lock().contains(ip as u16)
     }

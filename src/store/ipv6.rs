@@ -60,9 +60,14 @@ impl Ipv6Set {
     /// low bits and tags it with the top 7, so the shard comes from bits 45..57, which neither
     /// uses until a single shard holds 2^45 buckets.
     fn locate(&self, ip: u128) -> (u64, &Mutex<HashTable<u128>>) {
+        let (hash, shard) = self.shard_index(ip);
+        (hash, &self.shards[shard].0)
+    }
+
+    fn shard_index(&self, ip: u128) -> (u64, usize) {
         let hash = self.hasher.hash_one(ip);
         let pick = (hash >> (57 - SHARD_PICK_BITS)) as usize % (1 << SHARD_PICK_BITS);
-        (hash, &self.shards[usize::from(self.shard_of[pick])].0)
+        (hash, usize::from(self.shard_of[pick]))
     }
 
     pub(super) fn insert(&self, ip: u128) -> bool {
@@ -77,6 +82,35 @@ impl Ipv6Set {
             }
             Entry::Occupied(_) => false,
         }
+    }
+
+    /// Adds every address of `ips`, locking each shard once; returns how many were new.
+    pub(super) fn insert_many(&self, ips: &[u128]) -> u64 {
+        let mut located: Vec<(usize, u64, u128)> = ips
+            .iter()
+            .map(|&ip| {
+                let (hash, shard) = self.shard_index(ip);
+                (shard, hash, ip)
+            })
+            .collect();
+        located.sort_unstable_by_key(|&(shard, ..)| shard);
+        let mut new = 0;
+        for group in located.chunk_by(|a, b| a.0 == b.0) {
+            let mut table = self.shards[group[0].0].0.lock();
+            let mut added = 0;
+            for &(_, hash, ip) in group {
+                if let Entry::Vacant(slot) =
+                    table.entry(hash, |&x| x == ip, |&x| self.hasher.hash_one(x))
+                {
+                    slot.insert(ip);
+                    added += 1;
+                }
+            }
+            // Under the lock, as in `insert`.
+            self.len.fetch_add(added, Ordering::Relaxed);
+            new += added;
+        }
+        new
     }
 
     pub(super) fn contains(&self, ip: u128) -> bool {

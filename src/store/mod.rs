@@ -48,6 +48,14 @@ impl Store {
         }
     }
 
+    /// Adds every address of a batch, locking each part of the store once; returns how many
+    /// were new.
+    pub fn insert_many(&self, ips: &[IpAddr]) -> u64 {
+        match self {
+            Store::Exact(s) => s.insert_many(ips),
+        }
+    }
+
     /// Whether `ip` has been seen.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match self {
