@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
@@ -112,13 +112,6 @@ pub fn service(
 }
 
 #[derive(Serialize)]
-struct Logged {
-    status: &'static str,
-    message: &'static str,
-    unique_ips: u64,
-}
-
-#[derive(Serialize)]
 struct BatchLogged {
     status: &'static str,
     accepted: u64,
@@ -197,16 +190,28 @@ fn log_one(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let entry = parse::parse_entry(body)?;
     state.metrics.entries_received(1);
     let new = state.store.insert(entry.ip);
-    Ok(Json(Logged {
-        status: "success",
-        message: if new {
-            "New IP logged"
-        } else {
-            "IP already seen"
-        },
-        unique_ips: state.store.counts().total(),
-    })
-    .into_response())
+    Ok(logged(new, state.store.counts().total()))
+}
+
+/// The seed format's reply, `{"status":"success","message":...,"unique_ips":N}`. Written by
+/// hand, not with serde or `format!` (a tenth of the service's own instructions per request,
+/// measured with callgrind): it is on every single-entry request and its shape never varies.
+fn logged(new: bool, unique_ips: u64) -> Response {
+    let head: &[u8] = if new {
+        br#"{"status":"success","message":"New IP logged","unique_ips":"#
+    } else {
+        br#"{"status":"success","message":"IP already seen","unique_ips":"#
+    };
+    let mut body = Vec::with_capacity(head.len() + 21);
+    body.extend_from_slice(head);
+    body.extend_from_slice(itoa::Buffer::new().format(unique_ips).as_bytes());
+    body.push(b'}');
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// A batch: every good entry counted, every bad one listed, 200 either way.
