@@ -63,7 +63,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/logs",
-            post(post_logs).fallback(|| async { ApiError::MethodNotAllowed("POST") }),
+            post(|State(state): State<Arc<AppState>>, request: Request| post_logs(state, request))
+                .fallback(|| async { ApiError::MethodNotAllowed("POST") }),
         )
         .route("/health", get(health).fallback(get_only))
         .route("/ready", get(ready).fallback(get_only))
@@ -94,14 +95,11 @@ pub fn service(
     hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let (state, router) = (state.clone(), router.clone());
         async move {
-            let request = request.map(Body::new);
             if request.method() != axum::http::Method::POST || request.uri().path() != "/logs" {
-                return tower::ServiceExt::oneshot(router, request).await;
+                return tower::ServiceExt::oneshot(router, request.map(Body::new)).await;
             }
             let start = Instant::now();
-            let response = post_logs(State(state.clone()), request)
-                .await
-                .into_response();
+            let response = post_logs(state.clone(), request).await.into_response();
             let route = metrics::Route::of("/logs");
             state
                 .metrics
@@ -133,10 +131,14 @@ enum BodyType {
 /// `POST /logs`: one JSON entry, or a batch (NDJSON, a JSON array, access-log text), each
 /// optionally gzip-encoded. Metrics count every entry of a batch; a request refused as a whole
 /// counts as one rejected entry.
-async fn post_logs(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Result<Response, ApiError> {
+async fn post_logs<B>(
+    state: Arc<AppState>,
+    request: hyper::Request<B>,
+) -> Result<Response, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let result = receive(&state, request).await;
     if let Err(e) = &result {
         state.metrics.entries_received(1);
@@ -145,7 +147,11 @@ async fn post_logs(
     result
 }
 
-async fn receive(state: &Arc<AppState>, request: Request) -> Result<Response, ApiError> {
+async fn receive<B>(state: &Arc<AppState>, request: hyper::Request<B>) -> Result<Response, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let (parts, body) = request.into_parts();
     let body_type = body_type(&parts.headers)?;
     let gzip = is_gzip(&parts.headers)?;
@@ -282,7 +288,11 @@ fn gzip_limit(limit: u64) -> u64 {
 
 /// Reads the whole body, refusing it as soon as it is known to exceed `limit`: at once from a
 /// `Content-Length` header, or while streaming a chunked one.
-async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+async fn read_body<B>(body: B, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let too_large = ApiError::BodyTooLarge { limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)
