@@ -163,8 +163,8 @@ fn fields_by_serde(json: &[u8]) -> Result<Fields<'_>, EntryError> {
 /// numbers, `true`, `false` and `null` as values. It gives up (`None`) on anything else — a
 /// nested value, an escape, `ip` or `timestamp` given twice, any syntax error — and
 /// [`fields_by_serde`] decides. So it never accepts what serde_json refuses nor reads a field
-/// differently (a property test holds it to that), and it takes about a third of serde's
-/// time on the seed format (`cargo bench --bench parse -- parse_entry`).
+/// differently (property tests hold it to that). With it, [`parse_entry`] takes 94 ns instead
+/// of 133 ns on the seed format (`cargo bench --bench parse -- parse_entry`).
 fn scan_flat_entry<'a>(json: &'a [u8]) -> Option<Fields<'a>> {
     let text = std::str::from_utf8(json).ok()?;
     let mut scan = Scanner { text, at: 0 };
