@@ -156,12 +156,7 @@ where
     let body_type = body_type(&parts.headers)?;
     let gzip = is_gzip(&parts.headers)?;
     let limit = state.max_body_bytes;
-    let raw = read_body(
-        body,
-        &parts.headers,
-        if gzip { gzip_limit(limit) } else { limit },
-    )
-    .await?;
+    let raw = read_body(body, if gzip { gzip_limit(limit) } else { limit }).await?;
     if !gzip && body_type == BodyType::Json && !is_array(&raw) {
         // The seed format stays on the runtime thread: one small entry needs no hand-off.
         return log_one(state, &raw);
@@ -243,6 +238,10 @@ fn body_type(headers: &HeaderMap) -> Result<BodyType, ApiError> {
     let value = headers
         .get(header::CONTENT_TYPE)
         .map_or(&b""[..], |v| v.as_bytes());
+    if value == b"application/json" {
+        // The seed's own header, on every single-entry request.
+        return Ok(BodyType::Json);
+    }
     let media_type = value
         .split(|&b| b == b';')
         .next()
@@ -287,17 +286,14 @@ fn gzip_limit(limit: u64) -> u64 {
 }
 
 /// Reads the whole body, refusing it as soon as it is known to exceed `limit`: at once from a
-/// `Content-Length` header, or while streaming a chunked one.
-async fn read_body<B>(body: B, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError>
+/// `Content-Length` header (hyper's size hint), or while streaming a chunked one.
+async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let too_large = ApiError::BodyTooLarge { limit };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if body.size_hint().lower() > limit {
         return Err(too_large);
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);

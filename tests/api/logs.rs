@@ -250,6 +250,20 @@ async fn a_body_over_the_limit_is_body_too_large() {
 }
 
 #[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_the_body_arrives() {
+    let app = TestApp::spawn_with(&["--max-body-bytes=1KiB"]).await;
+    // No body follows the head: a server that waited for it would time the test out.
+    let request = format!(
+        "POST /logs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000000000\r\nConnection: close\r\n\r\n",
+        app.ingest
+    );
+    let reply = raw_http(app.ingest, request.as_bytes()).await;
+    assert_eq!(reply.status, 413, "{}", reply.text);
+    assert!(reply.text.contains("body_too_large"), "{}", reply.text);
+}
+
+#[tokio::test]
 async fn a_chunked_body_over_the_limit_is_body_too_large() {
     let app = TestApp::spawn_with(&["--max-body-bytes=1KiB"]).await;
     let entry = json!({"ip": "198.51.100.12", "pad": "y".repeat(3000)}).to_string();
