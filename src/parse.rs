@@ -64,12 +64,47 @@ impl EntryError {
 /// `None`: surrounding whitespace, ports, brackets, zone ids, CIDR suffixes, host names, and
 /// octal, hex or shortened IPv4 forms.
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
-    // std's parsers implement exactly these rules (std also refuses leading zeros in IPv4), and
-    // they are fast enough that a hand parser would not pay for its risk: see benches/parse.rs.
+    if let Some(v4) = dotted_quad(text.as_bytes()) {
+        return Some(IpAddr::V4(v4));
+    }
+    // std's parsers implement exactly these rules (std also refuses leading zeros in IPv4).
     if let Ok(v4) = text.parse::<Ipv4Addr>() {
         return Some(IpAddr::V4(v4));
     }
     text.parse::<Ipv6Addr>().ok().map(|v6| v6.to_canonical())
+}
+
+/// The common case of [`parse_ip`], read straight from bytes: four decimal octets of at most
+/// three digits, no leading zeros, each at most 255. `None` for anything else, which std's
+/// parsers then decide, so this never accepts what std refuses (a property test holds it to
+/// that). It parses in a fraction of std's time (`cargo bench --bench parse -- parse_ip`) and
+/// spares `ip-counter count` and text batches a UTF-8 check per line.
+fn dotted_quad(text: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut at = 0;
+    for (i, octet) in octets.iter_mut().enumerate() {
+        if i > 0 {
+            if text.get(at) != Some(&b'.') {
+                return None;
+            }
+            at += 1;
+        }
+        let start = at;
+        let mut value = 0u32;
+        while at - start < 3 {
+            match text.get(at) {
+                Some(&digit @ b'0'..=b'9') => value = value * 10 + u32::from(digit - b'0'),
+                _ => break,
+            }
+            at += 1;
+        }
+        let digits = at - start;
+        if digits == 0 || (digits > 1 && text[start] == b'0') {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
+    }
+    (at == text.len()).then(|| Ipv4Addr::from(octets))
 }
 
 /// Parses the client address of one access-log line: its first whitespace-separated field.
@@ -90,6 +125,9 @@ pub fn parse_access_line(line: &[u8]) -> Result<IpAddr, EntryError> {
         .position(u8::is_ascii_whitespace)
         .unwrap_or(rest.len());
     let field = &rest[..end];
+    if let Some(v4) = dotted_quad(field) {
+        return Ok(IpAddr::V4(v4));
+    }
     std::str::from_utf8(field)
         .ok()
         .and_then(parse_ip)
@@ -560,8 +598,16 @@ mod tests {
         }
 
         #[test]
+        fn the_dotted_quad_reader_never_disagrees_with_std(text in "[0-9.]{0,17}|[0-9]{1,4}(\\.[0-9]{1,4}){3}") {
+            if let Some(v4) = dotted_quad(text.as_bytes()) {
+                prop_assert_eq!(Ok(v4), text.parse::<Ipv4Addr>(), "{}", text);
+            }
+        }
+
+        #[test]
         fn agrees_with_std_on_ipv4(ip in any::<Ipv4Addr>()) {
             prop_assert_eq!(parse_ip(&ip.to_string()), Some(IpAddr::V4(ip)));
+            prop_assert_eq!(dotted_quad(ip.to_string().as_bytes()), Some(ip));
         }
 
         #[test]
