@@ -156,6 +156,9 @@ pub struct Batch {
     pub addresses: Vec<IpAddr>,
     /// Counts and listed errors.
     pub report: Report,
+    /// Line breaks in the body: how many lines the numbers of a body that follows this one
+    /// start after. Zero for a JSON array.
+    pub newlines: u64,
 }
 
 impl Batch {
@@ -164,7 +167,7 @@ impl Batch {
         // About one address per 64 bytes of body; a guess, so that the Vec rarely regrows.
         Batch {
             addresses: Vec::with_capacity(body.len() / 64 + 1),
-            report: Report::default(),
+            ..Batch::default()
         }
     }
 }
@@ -190,7 +193,9 @@ pub fn parse_batch(format: BatchFormat, body: &[u8]) -> Result<Batch, BodyError>
         BatchFormat::Lines(format) => Ok(parse_lines(format, body)),
         BatchFormat::JsonArray => {
             let mut batch = Batch::with_capacity_for(body);
-            let Batch { addresses, report } = &mut batch;
+            let Batch {
+                addresses, report, ..
+            } = &mut batch;
             each_element(body, |n, element| {
                 let result = parse_entry(element.get().as_bytes()).map(|e| e.ip);
                 addresses.extend(report.record(n, result));
@@ -205,10 +210,16 @@ pub fn parse_batch(format: BatchFormat, body: &[u8]) -> Result<Batch, BodyError>
 /// cannot fail.
 pub fn parse_lines(format: LineFormat, body: &[u8]) -> Batch {
     let mut batch = Batch::with_capacity_for(body);
-    let Batch { addresses, report } = &mut batch;
-    for (n, line) in lines(body).filter(|(_, line)| !is_blank(line)) {
-        addresses.extend(report.record(n, format.parse_line(line)));
+    let mut last = 0;
+    for (n, line) in lines(body) {
+        last = n;
+        if !is_blank(line) {
+            let result = format.parse_line(line);
+            batch.addresses.extend(batch.report.record(n, result));
+        }
     }
+    // `lines` gives one line more than there are line breaks: the one after the last.
+    batch.newlines = last.saturating_sub(1);
     batch
 }
 
@@ -227,7 +238,9 @@ pub fn count_batch(format: BatchFormat, body: &[u8], store: &Store) -> Result<Co
     match format {
         BatchFormat::Lines(format) => Ok(count_lines(format, body, store)),
         BatchFormat::JsonArray => {
-            let Batch { addresses, report } = parse_batch(format, body)?;
+            let Batch {
+                addresses, report, ..
+            } = parse_batch(format, body)?;
             let new_ips = insert_all(store, &addresses);
             Ok(Counted { report, new_ips })
         }
@@ -243,24 +256,27 @@ const PARALLEL_MIN_BYTES: usize = 256 << 10;
 /// body's, however it was split.
 pub fn count_lines(format: LineFormat, body: &[u8], store: &Store) -> Counted {
     let count_part = |part: &[u8]| {
-        let Batch { addresses, report } = parse_lines(format, part);
+        let Batch {
+            addresses,
+            report,
+            newlines,
+        } = parse_lines(format, part);
         let new_ips = insert_all(store, &addresses);
-        Counted { report, new_ips }
+        (Counted { report, new_ips }, newlines)
     };
     let split = (body.len() >= PARALLEL_MIN_BYTES)
         .then(|| memchr::memchr(b'\n', &body[body.len() / 2..]))
         .flatten()
         .map(|i| body.len() / 2 + i + 1);
     let Some(split) = split else {
-        return count_part(body);
+        return count_part(body).0;
     };
     let (head, tail) = body.split_at(split);
-    let (mut first, second) = std::thread::scope(|scope| {
+    let ((mut first, head_lines), (second, _)) = std::thread::scope(|scope| {
         let tail = scope.spawn(|| count_part(tail));
         let head = count_part(head);
         (head, tail.join().expect("parsing does not panic"))
     });
-    let head_lines = memchr::memchr_iter(b'\n', head).count() as u64;
     first.new_ips += second.new_ips;
     first.report.merge(second.report, head_lines);
     first
@@ -341,6 +357,21 @@ mod tests {
         lines(body.as_bytes())
             .map(|(n, l)| (n, String::from_utf8(l.to_vec()).unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn a_batch_knows_its_line_breaks() {
+        for (body, newlines) in [
+            ("", 0),
+            ("a", 0),
+            ("a\n", 1),
+            ("a\nb", 1),
+            ("\n\n", 2),
+            ("a\n\nb\n", 3),
+        ] {
+            let batch = parse_lines(LineFormat::Text, body.as_bytes());
+            assert_eq!(batch.newlines, newlines, "{body:?}");
+        }
     }
 
     #[test]

@@ -97,7 +97,7 @@ fn count_input(
 ) -> io::Result<Report> {
     let reader = input.open(progress)?;
     let mut format = forced;
-    let (parsed_tx, parsed_rx) = mpsc::sync_channel::<(Batch, u64)>(2);
+    let (parsed_tx, parsed_rx) = mpsc::sync_channel::<Batch>(2);
     let mut report = Report::default();
     let mut lines_before = 0;
     thread::scope(|scope| {
@@ -107,21 +107,21 @@ fn count_input(
         let parsing = scope.spawn(move || {
             logfile::for_each_chunk(reader, |chunk| {
                 let format = *format.get_or_insert_with(|| LineFormat::detect(chunk));
-                let newlines = memchr::memchr_iter(b'\n', chunk).count() as u64;
-                let parsed = (batch::parse_lines(format, chunk), newlines);
                 // The receiver outlives this thread unless it panicked.
-                parsed_tx.send(parsed).map_err(io::Error::other)
+                parsed_tx
+                    .send(batch::parse_lines(format, chunk))
+                    .map_err(io::Error::other)
             })
         });
         let mut pending = Vec::with_capacity(INSERT_AT);
-        for (batch, newlines) in parsed_rx {
+        for batch in parsed_rx {
             pending.extend_from_slice(&batch.addresses);
             if pending.len() >= INSERT_AT {
                 batch::insert_all(store, &pending);
                 pending.clear();
             }
             report.merge(batch.report, lines_before);
-            lines_before += newlines;
+            lines_before += batch.newlines;
         }
         batch::insert_all(store, &pending);
         parsing.join().expect("parsing does not panic")
