@@ -67,18 +67,15 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
     if let Some(v4) = dotted_quad(text.as_bytes()) {
         return Some(IpAddr::V4(v4));
     }
-    // std's parsers implement exactly these rules (std also refuses leading zeros in IPv4).
-    if let Ok(v4) = text.parse::<Ipv4Addr>() {
-        return Some(IpAddr::V4(v4));
-    }
+    // std's parser implements exactly the IPv6 rules.
     text.parse::<Ipv6Addr>().ok().map(|v6| v6.to_canonical())
 }
 
-/// The common case of [`parse_ip`], read straight from bytes: four decimal octets of at most
-/// three digits, no leading zeros, each at most 255. `None` for anything else, which std's
-/// parsers then decide, so this never accepts what std refuses (a property test holds it to
-/// that). It parses in a fraction of std's time (`cargo bench --bench parse -- parse_ip`) and
-/// spares `ip-counter count` and text batches a UTF-8 check per line.
+/// An IPv4 address as [`parse_ip`] accepts it, read straight from bytes: four decimal octets of
+/// at most three digits, no leading zeros, each at most 255. That is exactly what std's
+/// `Ipv4Addr` parser accepts (a property test holds the two to it), without std's generic
+/// machinery: 11.2 ns per random address against std's 12.6 (`cargo bench --bench parse
+/// -- parse_ip`), and `ip-counter count` and text batches skip a UTF-8 check per line.
 fn dotted_quad(text: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut at = 0;
@@ -598,10 +595,8 @@ mod tests {
         }
 
         #[test]
-        fn the_dotted_quad_reader_never_disagrees_with_std(text in "[0-9.]{0,17}|[0-9]{1,4}(\\.[0-9]{1,4}){3}") {
-            if let Some(v4) = dotted_quad(text.as_bytes()) {
-                prop_assert_eq!(Ok(v4), text.parse::<Ipv4Addr>(), "{}", text);
-            }
+        fn the_dotted_quad_reader_agrees_with_std(text in "[0-9.]{0,17}|[0-9]{1,4}(\\.[0-9]{1,4}){3}|.{0,16}") {
+            prop_assert_eq!(dotted_quad(text.as_bytes()), text.parse::<Ipv4Addr>().ok(), "{}", text);
         }
 
         #[test]
