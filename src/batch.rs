@@ -95,6 +95,7 @@ pub struct Report {
 
 impl Report {
     /// Records the result of the entry at `line`; returns its address when it was accepted.
+    #[inline]
     pub fn record(&mut self, line: u64, result: Result<IpAddr, EntryError>) -> Option<IpAddr> {
         match result {
             Ok(ip) => {
@@ -102,21 +103,29 @@ impl Report {
                 Some(ip)
             }
             Err(e) => {
-                self.rejected += 1;
-                let code = e.code();
-                match self.rejected_by_reason.iter_mut().find(|(c, _)| *c == code) {
-                    Some((_, n)) => *n += 1,
-                    None => self.rejected_by_reason.push((code, 1)),
-                }
-                if self.errors.len() < MAX_LISTED_ERRORS {
-                    self.errors.push(LineError {
-                        line,
-                        error: code,
-                        message: e.to_string(),
-                    });
-                }
+                self.reject(line, &e);
                 None
             }
+        }
+    }
+
+    /// Kept out of line so that the accepting path of [`Report::record`] inlines into the
+    /// per-line loops (5% of `ip-counter count`'s CPU went to the call, perf).
+    #[cold]
+    #[inline(never)]
+    fn reject(&mut self, line: u64, e: &EntryError) {
+        self.rejected += 1;
+        let code = e.code();
+        match self.rejected_by_reason.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => self.rejected_by_reason.push((code, 1)),
+        }
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors.push(LineError {
+                line,
+                error: code,
+                message: e.to_string(),
+            });
         }
     }
 
