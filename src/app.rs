@@ -46,7 +46,7 @@ impl App {
             SocketAddr::new(config.server_host, config.metrics_port),
         )
         .await?;
-        let state = Arc::new(AppState::new(Store::exact(), config.max_body_bytes));
+        let state = Arc::new(AppState::new(Store::exact(), &config));
         Ok(App {
             ingest,
             metrics,

@@ -1,15 +1,18 @@
 //! Settings: command-line flags and environment variables, parsed and validated into one
-//! [`Config`] before anything binds. A flag wins over its variable. No I/O happens here.
+//! [`Config`] before anything binds. A flag wins over its variable. The only I/O is reading
+//! `AUTH_TOKEN_FILE`, so that a missing or empty token file is a bad setting like any other.
 //!
 //! The bare `ip-counter` is the service; the subcommands (`count`, ...) are the command-line
 //! tools, each with its own arguments ([`Invocation`]). The service's settings do not apply to
 //! them, so a bad `LOG_PORT` in the environment never stops a `count`.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::auth::Tokens;
 use crate::count::CountArgs;
 use crate::send::SendArgs;
 
@@ -47,6 +50,18 @@ pub struct Config {
     /// Largest accepted request body, e.g. `64MiB`, `1GB` or plain bytes
     #[arg(long, env = "MAX_BODY_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub max_body_bytes: u64,
+
+    /// Bearer token(s) POST /logs requires, comma-separated (several while rotating); none: open
+    #[arg(long, env = "AUTH_TOKEN", hide_env_values = true, value_parser = Tokens::parse)]
+    pub auth_token: Option<Tokens>,
+
+    /// File with more AUTH_TOKEN tokens, comma- or newline-separated (e.g. a mounted secret)
+    #[arg(long, env = "AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Bearer token(s) GET /metrics requires, comma-separated; none: open
+    #[arg(long, env = "METRICS_AUTH_TOKEN", hide_env_values = true, value_parser = Tokens::parse)]
+    pub metrics_auth_token: Option<Tokens>,
 }
 
 /// Verbosity of the service's own log.
@@ -158,7 +173,7 @@ impl Invocation {
                 Cli {
                     serve,
                     command: None,
-                } => return Ok(Invocation::Serve(serve)),
+                } => return serve.read_token_file().map(Invocation::Serve),
                 Cli {
                     command: Some(command),
                     ..
@@ -185,7 +200,29 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Config::try_parse_from(args).map_err(to_config_error)
+        Config::try_parse_from(args)
+            .map_err(to_config_error)?
+            .read_token_file()
+    }
+
+    /// Adds the tokens of `AUTH_TOKEN_FILE` to `AUTH_TOKEN`'s.
+    fn read_token_file(mut self) -> Result<Config, ConfigError> {
+        let Some(path) = &self.auth_token_file else {
+            return Ok(self);
+        };
+        let bad = |reason: String| {
+            ConfigError::Invalid(format!(
+                "error: invalid value {:?} for AUTH_TOKEN_FILE (--auth-token-file): {reason}",
+                path.display().to_string()
+            ))
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let from_file = Tokens::parse(&text).map_err(bad)?;
+        self.auth_token = Some(match self.auth_token.take() {
+            Some(tokens) => tokens.with(from_file),
+            None => from_file,
+        });
+        Ok(self)
     }
 }
 
@@ -216,7 +253,13 @@ fn one_line(e: &clap::Error) -> String {
                 .replace('-', "_")
                 .to_uppercase();
             let reason = first.rsplit_once(": ").map(|(_, r)| r).unwrap_or(first);
-            format!("error: invalid value {value:?} for {var} ({flag}): {reason}")
+            // A bad token is still somebody's secret: it is not echoed into logs.
+            let value = if var.ends_with("AUTH_TOKEN") {
+                "(hidden)".to_owned()
+            } else {
+                format!("{value:?}")
+            };
+            format!("error: invalid value {value} for {var} ({flag}): {reason}")
         }
         _ => first.to_string(),
     }
@@ -297,11 +340,38 @@ mod tests {
             ("--max-body-bytes=lots", "MAX_BODY_BYTES"),
             ("--max-body-bytes=0", "MAX_BODY_BYTES"),
             ("--rust-log=ip_counter=loudest", "RUST_LOG"),
+            ("--auth-token=a b", "AUTH_TOKEN"),
+            ("--metrics-auth-token=,", "METRICS_AUTH_TOKEN"),
+            ("--auth-token-file=/nonexistent/token", "AUTH_TOKEN_FILE"),
         ] {
             let msg = invalid(&[arg]);
             assert!(msg.contains(var), "{arg}: {msg}");
             assert_eq!(msg.lines().count(), 1, "{msg}");
         }
+    }
+
+    #[test]
+    fn tokens_come_from_the_setting_and_the_file_and_are_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\nsecond\n").unwrap();
+        let file_arg = format!("--auth-token-file={}", file.display());
+        let cfg = parse(&["--auth-token=inline", &file_arg]).unwrap();
+        let expected = Tokens::parse("inline,from-file,second").unwrap();
+        assert_eq!(cfg.auth_token, Some(expected));
+        assert!(!format!("{cfg:?}").contains("inline"));
+
+        std::fs::write(&file, " \n").unwrap();
+        let msg = invalid(&[&file_arg]);
+        assert!(
+            msg.contains("AUTH_TOKEN_FILE") && msg.contains("no token"),
+            "{msg}"
+        );
+        let msg = invalid(&["--auth-token=sec ret"]);
+        assert!(
+            !msg.contains("sec ret") && msg.contains("(hidden)"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -323,6 +393,9 @@ mod tests {
             "RUST_LOG",
             "LOG_FORMAT",
             "MAX_BODY_BYTES",
+            "AUTH_TOKEN",
+            "AUTH_TOKEN_FILE",
+            "METRICS_AUTH_TOKEN",
         ] {
             assert!(help.contains(var), "{var} missing from help");
         }

@@ -41,6 +41,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint")]
     NotFound,
+    /// A token is configured and the request did not present one of them.
+    #[error("this endpoint needs an Authorization: Bearer token")]
+    Unauthorized,
 }
 
 impl From<BodyError> for ApiError {
@@ -63,6 +66,7 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -77,6 +81,7 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotFound => "not_found",
+            ApiError::Unauthorized => "unauthorized",
         }
     }
 }
@@ -97,10 +102,18 @@ impl IntoResponse for ApiError {
             message: &message,
         };
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if let ApiError::MethodNotAllowed(allow) = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        let headers = response.headers_mut();
+        match self {
+            ApiError::MethodNotAllowed(allow) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="ip-counter""#),
+                );
+            }
+            _ => {}
         }
         response
     }
@@ -148,6 +161,7 @@ mod tests {
                 "method_not_allowed",
             ),
             (ApiError::NotFound, 404, "not_found"),
+            (ApiError::Unauthorized, 401, "unauthorized"),
         ];
         for (err, status, code) in cases {
             let (got_status, body, _) = reply(err).await;

@@ -19,7 +19,9 @@ use axum::{Json, Router, middleware};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
+use crate::auth::Tokens;
 use crate::batch::{self, BatchFormat, Counted, LineError, LineFormat};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::parse;
@@ -34,18 +36,25 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Largest accepted body in bytes.
     pub max_body_bytes: u64,
+    /// Tokens `POST /logs` requires, when set.
+    pub ingest_tokens: Option<Tokens>,
+    /// Tokens `GET /metrics` requires, when set.
+    pub metrics_tokens: Option<Tokens>,
     started: Instant,
     ready: AtomicBool,
 }
 
 impl AppState {
-    /// State around an empty store; not ready until [`set_ready`](Self::set_ready).
-    pub fn new(store: Store, max_body_bytes: u64) -> Self {
+    /// State around `store` with the request settings of `config`; not ready until
+    /// [`set_ready`](Self::set_ready).
+    pub fn new(store: Store, config: &Config) -> Self {
         let store = Arc::new(store);
         AppState {
             metrics: Metrics::new(store.clone()),
             store,
-            max_body_bytes,
+            max_body_bytes: config.max_body_bytes,
+            ingest_tokens: config.auth_token.clone(),
+            metrics_tokens: config.metrics_auth_token.clone(),
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }
@@ -153,6 +162,11 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let (parts, body) = request.into_parts();
+    if let Some(tokens) = &state.ingest_tokens
+        && !tokens.allow(&parts.headers)
+    {
+        return Err(ApiError::Unauthorized);
+    }
     let body_type = body_type(&parts.headers)?;
     let gzip = is_gzip(&parts.headers)?;
     let limit = state.max_body_bytes;

@@ -11,14 +11,15 @@
 //! - [`metrics`]: the metrics listener's router, reading the store at scrape time.
 //!
 //! Around them: [`config`] (settings, validated before anything binds), [`app`] (binds both
-//! listeners and serves until shutdown), [`shutdown`], [`telemetry`] and [`error`] (the one error
-//! type every handler answers with).
+//! listeners and serves until shutdown), [`auth`] (bearer tokens), [`shutdown`], [`telemetry`]
+//! and [`error`] (the one error type every handler answers with).
 //!
 //! The command-line tools: [`count`] takes the same path without HTTP, reading log files
 //! ([`logfile`]) through [`batch`] into a [`store::Store`]; [`send`] reads them the same way and
 //! posts them in batches to a running service.
 
 pub mod app;
+pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod count;

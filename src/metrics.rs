@@ -34,7 +34,7 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 
 /// Every reason a log entry can be rejected for; each gets a series from the start, so that
 /// `rate()` sees the first rejection.
-const REJECT_REASONS: [&str; 7] = [
+const REJECT_REASONS: [&str; 8] = [
     "invalid_json",
     "missing_ip",
     "invalid_ip",
@@ -42,6 +42,7 @@ const REJECT_REASONS: [&str; 7] = [
     "body_too_large",
     "unsupported_media_type",
     "invalid_body",
+    "unauthorized",
 ];
 
 /// The ingest listener's routes as metric labels; any other path is `other`, so that scanners
@@ -244,6 +245,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn scrape(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(tokens) = &state.metrics_tokens
+        && !tokens.allow(&headers)
+    {
+        return ApiError::Unauthorized.into_response();
+    }
     let wants_openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()

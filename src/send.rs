@@ -53,6 +53,10 @@ pub struct SendArgs {
     /// Print {"lines":..,"requests":..,"accepted":..,"rejected":..,"unique_ips":..}
     #[arg(long)]
     pub json: bool,
+
+    /// Bearer token for a service that sets AUTH_TOKEN
+    #[arg(long, env = "IP_COUNTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// What a run sent and what the service answered, summed over its batches.
@@ -122,6 +126,7 @@ pub fn send_inputs(
     note: impl Fn(&str) + Sync,
 ) -> Result<Sent, SendError> {
     let url = logs_url(&args.to);
+    let authorization = args.token.as_ref().map(|token| format!("Bearer {token}"));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .proxy(None)
@@ -144,7 +149,7 @@ pub fn send_inputs(
                     if stop.load(Ordering::Relaxed) {
                         continue;
                     }
-                    match post_batch(&agent, &url, &job, args.retries) {
+                    match post_batch(&agent, &url, authorization.as_deref(), &job, args.retries) {
                         Ok(reply) => {
                             let mut t = totals.lock().expect("no thread panics");
                             t.requests += 1;
@@ -287,6 +292,7 @@ fn read_batches(
 fn post_batch(
     agent: &ureq::Agent,
     url: &str,
+    authorization: Option<&str>,
     job: &Job,
     retries: u32,
 ) -> Result<BatchReply, SendError> {
@@ -303,11 +309,14 @@ fn post_batch(
     let what = format!("batch from {} line {}", job.input, job.first_line);
     let mut attempt = 0;
     loop {
-        let outcome = agent
+        let mut request = agent
             .post(url)
             .header("content-type", content_type)
-            .header("content-encoding", "gzip")
-            .send(&compressed[..]);
+            .header("content-encoding", "gzip");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let outcome = request.send(&compressed[..]);
         let retryable = match outcome {
             Ok(mut response) => {
                 let status = response.status().as_u16();
@@ -435,6 +444,7 @@ mod tests {
             concurrency: 1,
             retries: 0,
             json: false,
+            token: None,
         };
         let mut jobs = Vec::new();
         read_batches(

@@ -122,6 +122,31 @@ async fn a_4xx_stops_the_run_with_the_servers_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_a_token_gets_it_from_token() {
+    let app = TestApp::spawn_with(&["--auth-token=backfill-t0ken"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(
+        dir.path(),
+        "a.log",
+        b"192.0.2.9 x
+",
+    );
+    let to = format!("--to=http://{}", app.ingest);
+    let path = s(file.to_str().unwrap());
+
+    let refused = send(vec![to.clone(), path.clone()]).await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("401") && refused.stderr.contains("unauthorized"),
+        "{refused:?}"
+    );
+
+    let run = send(vec![to, s("--token=backfill-t0ken"), path]).await;
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    assert_eq!(app.unique_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_service_is_retried_then_reported() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), "a.log", b"10.7.0.1\n");
