@@ -6,9 +6,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::response::Response;
 use hyper::Request;
@@ -18,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::config::Config;
 use crate::ingest::{self, AppState};
@@ -31,6 +32,75 @@ pub struct App {
     ingest: TcpListener,
     metrics: TcpListener,
     state: Arc<AppState>,
+    limits: ConnectionLimits,
+}
+
+/// What every connection of a listener is held to.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    /// `MAX_CONNECTIONS`: open connections per listener.
+    max_connections: u32,
+    /// `REQUEST_TIMEOUT`: how long a connection may go without a complete request head, counted
+    /// from connecting or from the previous reply (request bodies have their own deadline in
+    /// [`ingest`]).
+    request_timeout: Duration,
+}
+
+/// When a connection last finished a request, or that it is serving one now.
+///
+/// The watchdog that closes silent connections reads it once per `REQUEST_TIMEOUT`, instead of
+/// a timer being reset for every request (hyper's `header_read_timeout` cost a tenth of the
+/// service's instructions per request, callgrind).
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    /// Nanoseconds after `opened` at which the connection went idle; [`BUSY`] while serving.
+    idle_since: AtomicU64,
+}
+
+const BUSY: u64 = u64::MAX;
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(&self) {
+        self.idle_since.store(BUSY, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(BUSY - 1);
+        self.idle_since.store(now, Ordering::Relaxed);
+    }
+
+    /// Completes once the connection has been idle for `timeout`: no request head completed
+    /// since connecting or since the last reply.
+    async fn silent_for(&self, timeout: Duration) {
+        let mut deadline = self.opened + timeout;
+        loop {
+            tokio::time::sleep_until(deadline.into()).await;
+            deadline = match self.idle_since.load(Ordering::Relaxed) {
+                BUSY => Instant::now() + timeout,
+                since => self.opened + Duration::from_nanos(since) + timeout,
+            };
+            if deadline <= Instant::now() {
+                return;
+            }
+        }
+    }
+}
+
+/// Ends a request's [`Activity`] however its future ends, dropped included.
+struct Serving(Arc<Activity>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 impl App {
@@ -51,6 +121,10 @@ impl App {
             ingest,
             metrics,
             state,
+            limits: ConnectionLimits {
+                max_connections: config.max_connections,
+                request_timeout: config.request_timeout,
+            },
         })
     }
 
@@ -81,14 +155,19 @@ impl App {
             state.set_ready(false);
             let _ = stop_tx.send(true);
         });
+        let router = ingest::router(self.state.clone());
+        let ingest_state = self.state.clone();
         let ingest = serve(
             self.ingest,
-            ingest::service(self.state.clone()),
+            move |client| ingest::service(ingest_state.clone(), router.clone(), client),
+            self.limits,
             stop_rx.clone(),
         );
+        let metrics_service = TowerToHyperService::new(metrics::router(self.state.clone()));
         let metrics = serve(
             self.metrics,
-            TowerToHyperService::new(metrics::router(self.state.clone())),
+            move |_| metrics_service.clone(),
+            self.limits,
             stop_rx,
         );
         self.state.set_ready(true);
@@ -99,20 +178,31 @@ impl App {
 }
 
 /// Accepts HTTP/1.1 connections on `listener` until `stop` turns true, then waits for the
-/// connections' requests in flight to finish.
+/// connections' requests in flight to finish. `service` makes each connection's service from
+/// the client's address.
 ///
 /// A plain hyper connection per socket rather than `axum::serve`: the same transport as the bare
 /// baseline of `make load-test`, without protocol sniffing or upgrade support we do not use.
-async fn serve<S>(listener: TcpListener, service: S, mut stop: watch::Receiver<bool>)
-where
+async fn serve<S>(
+    listener: TcpListener,
+    service: impl Fn(IpAddr) -> S,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) where
     S: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible>
-        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    // A permit per open connection, taken before accepting: past the limit, new connections
+    // wait in the kernel's listen queue instead of costing memory here.
+    let open = Arc::new(Semaphore::new(limits.max_connections as usize));
     loop {
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = stopped(&mut stop) => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -128,12 +218,38 @@ where
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
-        let connection =
-            http1::Builder::new().serve_connection(TokioIo::new(stream), service.clone());
+        let activity = Arc::new(Activity::new());
+        let inner = service(peer.ip());
+        let watched = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |request| {
+                activity.begin();
+                let serving = Serving(activity.clone());
+                let reply = inner.call(request);
+                async move {
+                    let reply = reply.await;
+                    drop(serving);
+                    reply
+                }
+            })
+        };
+        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), watched);
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        let (ended_tx, ended_rx) = oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop((permit, ended_tx));
+        });
+        // On its own task, so that it wakes once per REQUEST_TIMEOUT, not with every request.
+        tokio::spawn(async move {
+            tokio::select! {
+                () = activity.silent_for(limits.request_timeout) => {
+                    tracing::debug!(%peer, "closing a connection silent for REQUEST_TIMEOUT");
+                    serving.abort();
+                }
+                _ = ended_rx => {}
             }
         });
     }

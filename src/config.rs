@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -62,6 +63,20 @@ pub struct Config {
     /// Bearer token(s) GET /metrics requires, comma-separated; none: open
     #[arg(long, env = "METRICS_AUTH_TOKEN", hide_env_values = true, value_parser = Tokens::parse)]
     pub metrics_auth_token: Option<Tokens>,
+
+    /// POST /logs requests a second per client address (a burst of as many); 0: no limit
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value_t = 0)]
+    pub rate_limit_per_ip: u32,
+
+    /// Deadline for a request's headers, and again for its body; also how long an idle
+    /// keep-alive connection stays open. E.g. `500ms`, `30s`, `1m`
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Open connections per listener; more wait in the kernel's accept queue
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 /// Verbosity of the service's own log.
@@ -272,6 +287,14 @@ fn parse_filter(text: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Parses a duration: `500ms`, `30s`, `5m`, `1h`; zero is refused.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()).map_err(|e| e.to_string())? {
+        Duration::ZERO => Err("must be greater than zero".into()),
+        duration => Ok(duration),
+    }
+}
+
 /// Parses a byte size: `64MiB`, `1GB`, `512k` or plain bytes; zero is refused.
 fn parse_size(text: &str) -> Result<u64, String> {
     let size: bytesize::ByteSize = text.trim().parse()?;
@@ -343,6 +366,10 @@ mod tests {
             ("--auth-token=a b", "AUTH_TOKEN"),
             ("--metrics-auth-token=,", "METRICS_AUTH_TOKEN"),
             ("--auth-token-file=/nonexistent/token", "AUTH_TOKEN_FILE"),
+            ("--request-timeout=soon", "REQUEST_TIMEOUT"),
+            ("--request-timeout=0s", "REQUEST_TIMEOUT"),
+            ("--max-connections=0", "MAX_CONNECTIONS"),
+            ("--rate-limit-per-ip=-1", "RATE_LIMIT_PER_IP"),
         ] {
             let msg = invalid(&[arg]);
             assert!(msg.contains(var), "{arg}: {msg}");
@@ -396,6 +423,9 @@ mod tests {
             "AUTH_TOKEN",
             "AUTH_TOKEN_FILE",
             "METRICS_AUTH_TOKEN",
+            "RATE_LIMIT_PER_IP",
+            "REQUEST_TIMEOUT",
+            "MAX_CONNECTIONS",
         ] {
             assert!(help.contains(var), "{var} missing from help");
         }

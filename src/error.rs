@@ -44,6 +44,15 @@ pub enum ApiError {
     /// A token is configured and the request did not present one of them.
     #[error("this endpoint needs an Authorization: Bearer token")]
     Unauthorized,
+    /// The client is over `RATE_LIMIT_PER_IP`; it may try again after this many seconds.
+    #[error("too many requests from this address; retry after {retry_after}s")]
+    RateLimited {
+        /// Whole seconds, at least 1.
+        retry_after: u64,
+    },
+    /// The body did not arrive within `REQUEST_TIMEOUT`.
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(std::time::Duration),
 }
 
 impl From<BodyError> for ApiError {
@@ -67,6 +76,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -82,6 +93,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotFound => "not_found",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RequestTimeout(_) => "request_timeout",
         }
     }
 }
@@ -112,6 +125,9 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer realm="ip-counter""#),
                 );
+            }
+            ApiError::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             _ => {}
         }
@@ -162,6 +178,16 @@ mod tests {
             ),
             (ApiError::NotFound, 404, "not_found"),
             (ApiError::Unauthorized, 401, "unauthorized"),
+            (
+                ApiError::RateLimited { retry_after: 1 },
+                429,
+                "rate_limited",
+            ),
+            (
+                ApiError::RequestTimeout(std::time::Duration::from_secs(1)),
+                408,
+                "request_timeout",
+            ),
         ];
         for (err, status, code) in cases {
             let (got_status, body, _) = reply(err).await;

@@ -6,9 +6,13 @@
 //! and answers; every refusal is an [`ApiError`].
 
 use std::borrow::Cow;
+use std::future::{Future, poll_fn};
+use std::net::IpAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -25,6 +29,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::parse;
+use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
 /// What every handler on both listeners shares.
@@ -40,6 +45,10 @@ pub struct AppState {
     pub ingest_tokens: Option<Tokens>,
     /// Tokens `GET /metrics` requires, when set.
     pub metrics_tokens: Option<Tokens>,
+    /// `RATE_LIMIT_PER_IP`, when set.
+    pub rate_limiter: Option<RateLimiter>,
+    /// How long a request body may take to arrive.
+    pub request_timeout: Duration,
     started: Instant,
     ready: AtomicBool,
 }
@@ -55,6 +64,8 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             ingest_tokens: config.auth_token.clone(),
             metrics_tokens: config.metrics_auth_token.clone(),
+            rate_limiter: RateLimiter::new(config.rate_limit_per_ip),
+            request_timeout: config.request_timeout,
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }
@@ -72,8 +83,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/logs",
-            post(|State(state): State<Arc<AppState>>, request: Request| post_logs(state, request))
-                .fallback(|| async { ApiError::MethodNotAllowed("POST") }),
+            post(|State(state): State<Arc<AppState>>, request: Request| {
+                post_logs(state, None, request)
+            })
+            .fallback(|| async { ApiError::MethodNotAllowed("POST") }),
         )
         .route("/health", get(health).fallback(get_only))
         .route("/ready", get(ready).fallback(get_only))
@@ -86,12 +99,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The ingest listener as a hyper service. `POST /logs` is dispatched here, before the router:
-/// axum's routing, middleware and boxing cost about a tenth of the bare-hyper request rate and
-/// tripled the p99 (`make load-test`), more than parsing and counting the entry. Every other request goes
-/// through [`router`] and its tracking middleware.
+/// The ingest listener as a hyper service for one connection from `client`; `router` is
+/// [`router`]'s, built once. `POST /logs` is dispatched here, before the router: axum's routing,
+/// middleware and boxing cost about a tenth of the bare-hyper request rate and tripled the p99
+/// (`make load-test`), more than parsing and counting the entry. Every other request goes
+/// through the router and its tracking middleware.
 pub fn service(
     state: Arc<AppState>,
+    router: Router,
+    client: IpAddr,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = Response,
@@ -100,7 +116,6 @@ pub fn service(
 > + Clone
 + Send
 + 'static {
-    let router = router(state.clone());
     hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let (state, router) = (state.clone(), router.clone());
         async move {
@@ -108,7 +123,9 @@ pub fn service(
                 return tower::ServiceExt::oneshot(router, request.map(Body::new)).await;
             }
             let start = Instant::now();
-            let response = post_logs(state.clone(), request).await.into_response();
+            let response = post_logs(state.clone(), Some(client), request)
+                .await
+                .into_response();
             let route = metrics::Route::of("/logs");
             state
                 .metrics
@@ -137,18 +154,28 @@ enum BodyType {
     Lines(LineFormat),
 }
 
-/// `POST /logs`: one JSON entry, or a batch (NDJSON, a JSON array, access-log text), each
-/// optionally gzip-encoded. Metrics count every entry of a batch; a request refused as a whole
-/// counts as one rejected entry.
+/// `POST /logs` from `client` (unknown when the router is used on its own): one JSON entry, or a
+/// batch (NDJSON, a JSON array, access-log text), each optionally gzip-encoded. Metrics count
+/// every entry of a batch; a request refused as a whole counts as one rejected entry.
 async fn post_logs<B>(
     state: Arc<AppState>,
+    client: Option<IpAddr>,
     request: hyper::Request<B>,
 ) -> Result<Response, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let result = receive(&state, request).await;
+    let result = match (&state.rate_limiter, client) {
+        // Before the token check, so that guessing tokens is limited too.
+        (Some(limiter), Some(client)) => match limiter.check(client) {
+            Ok(()) => receive(&state, request).await,
+            Err(wait) => Err(ApiError::RateLimited {
+                retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            }),
+        },
+        _ => receive(&state, request).await,
+    };
     if let Err(e) = &result {
         state.metrics.entries_received(1);
         state.metrics.entries_rejected(e.code(), 1);
@@ -170,7 +197,17 @@ where
     let body_type = body_type(&parts.headers)?;
     let gzip = is_gzip(&parts.headers)?;
     let limit = state.max_body_bytes;
-    let raw = read_body(body, if gzip { gzip_limit(limit) } else { limit }).await?;
+    let mut read = pin!(read_body(
+        body,
+        if gzip { gzip_limit(limit) } else { limit }
+    ));
+    let raw = match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+        // Already received, as a single entry usually is: no timer to arm.
+        Poll::Ready(raw) => raw?,
+        Poll::Pending => tokio::time::timeout(state.request_timeout, read)
+            .await
+            .map_err(|_| ApiError::RequestTimeout(state.request_timeout))??,
+    };
     if !gzip && body_type == BodyType::Json && !is_array(&raw) {
         // The seed format stays on the runtime thread: one small entry needs no hand-off.
         return log_one(state, &raw);

@@ -11,7 +11,7 @@
 //! - [`metrics`]: the metrics listener's router, reading the store at scrape time.
 //!
 //! Around them: [`config`] (settings, validated before anything binds), [`app`] (binds both
-//! listeners and serves until shutdown), [`auth`] (bearer tokens), [`shutdown`], [`telemetry`]
+//! listeners and serves until shutdown), [`auth`] (bearer tokens), [`ratelimit`], [`shutdown`], [`telemetry`]
 //! and [`error`] (the one error type every handler answers with).
 //!
 //! The command-line tools: [`count`] takes the same path without HTTP, reading log files
@@ -28,6 +28,7 @@ pub mod ingest;
 pub mod logfile;
 pub mod metrics;
 pub mod parse;
+pub mod ratelimit;
 pub mod send;
 pub mod shutdown;
 pub mod store;

@@ -34,7 +34,7 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 
 /// Every reason a log entry can be rejected for; each gets a series from the start, so that
 /// `rate()` sees the first rejection.
-const REJECT_REASONS: [&str; 8] = [
+const REJECT_REASONS: [&str; 10] = [
     "invalid_json",
     "missing_ip",
     "invalid_ip",
@@ -43,6 +43,8 @@ const REJECT_REASONS: [&str; 8] = [
     "unsupported_media_type",
     "invalid_body",
     "unauthorized",
+    "rate_limited",
+    "request_timeout",
 ];
 
 /// The ingest listener's routes as metric labels; any other path is `other`, so that scanners

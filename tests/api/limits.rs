@@ -1,0 +1,165 @@
+//! REQUEST_TIMEOUT, MAX_CONNECTIONS and RATE_LIMIT_PER_IP against the real binary: slow and idle
+//! clients are cut off while others are served, excess connections wait, a flooding client
+//! gets 429 and its excess never counts.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{Reply, ServerProcess, status_of};
+
+const ENTRY: &str = r#"{"ip":"192.0.2.44"}"#;
+
+/// Reads until the server closes the connection or `within` passes; returns what arrived and
+/// whether it closed.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(within, stream.read_to_end(&mut got))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+fn request(server: &ServerProcess, body: &str) -> String {
+    format!(
+        "POST /logs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        server.ingest,
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn a_client_sending_headers_a_byte_at_a_time_is_cut_off_while_others_are_served() {
+    let server = ServerProcess::start(&["--request-timeout=1s"], &[]);
+    let mut slow = TcpStream::connect(server.ingest).await.unwrap();
+    let started = Instant::now();
+    let head = request(&server, ENTRY);
+    let trickle = async {
+        for byte in head.as_bytes() {
+            if slow.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let others = async {
+        // Meanwhile the service answers everybody else at once.
+        for i in 0..5 {
+            let reply = server.post_ip(&format!("198.51.100.{i}")).await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::join!(
+        async {
+            tokio::time::timeout(Duration::from_secs(5), trickle)
+                .await
+                .ok();
+        },
+        others
+    );
+    let (answer, closed) = read_until_closed(&mut slow, Duration::from_secs(3)).await;
+    assert!(closed, "the slow connection is still open");
+    assert!(
+        answer.is_empty(),
+        "a cut-off request gets no reply: {answer:?}"
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "cut off after {took:?}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_request_timeout() {
+    let server = ServerProcess::start(&["--request-timeout=1s"], &[]);
+    let mut stream = TcpStream::connect(server.ingest).await.unwrap();
+    stream
+        .write_all(request(&server, ENTRY).as_bytes())
+        .await
+        .unwrap();
+    let mut reply = [0u8; 512];
+    let n = stream.read(&mut reply).await.unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&reply[..n])), 200);
+    let idle = Instant::now();
+    let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(4)).await;
+    assert!(closed, "the idle connection is still open");
+    let after = idle.elapsed();
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "closed after {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_408_request_timeout() {
+    let server = ServerProcess::start(&["--request-timeout=1s"], &[]);
+    let mut stream = TcpStream::connect(server.ingest).await.unwrap();
+    let head = format!(
+        "POST /logs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"ip\":",
+        server.ingest
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(4)).await;
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_wait_until_one_closes() {
+    let server = ServerProcess::start(&["--max-connections=2"], &[]);
+    let first = TcpStream::connect(server.ingest).await.unwrap();
+    let _second = TcpStream::connect(server.ingest).await.unwrap();
+    // Let the service accept both before the third arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut third = TcpStream::connect(server.ingest).await.unwrap();
+    third
+        .write_all(request(&server, ENTRY).as_bytes())
+        .await
+        .unwrap();
+    let mut reply = [0u8; 512];
+    let waited = tokio::time::timeout(Duration::from_millis(500), third.read(&mut reply)).await;
+    assert!(
+        waited.is_err(),
+        "the third connection was served while two were open"
+    );
+
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(3), third.read(&mut reply))
+        .await
+        .expect("the third connection is served once one closes")
+        .unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&reply[..n])), 200);
+}
+
+#[tokio::test]
+async fn a_client_over_rate_limit_per_ip_gets_429_and_its_excess_never_counts() {
+    let server = ServerProcess::start(&["--rate-limit-per-ip=5"], &[]);
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let reply = server.post_ip(&format!("203.0.113.{i}")).await;
+        if reply.status == 429 {
+            reply.assert_error(429, "rate_limited");
+            let wait: u64 = reply.header("retry-after").parse().unwrap();
+            assert!((1..=2).contains(&wait), "Retry-After: {wait}");
+        }
+        statuses.push(reply.status);
+    }
+    // Five at once is the burst; the test's eight requests take far less than the 200 ms after
+    // which a sixth would be let in.
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let stats = server
+        .client
+        .get(server.ingest_url("/stats"))
+        .send()
+        .await
+        .unwrap();
+    let stats = Reply::read(stats).await.json();
+    assert_eq!(stats["unique_ip_addresses"], 5, "{stats}");
+    // Health checks are never limited.
+    for _ in 0..10 {
+        assert_eq!(server.health().await.status, 200);
+    }
+}
