@@ -7,6 +7,7 @@ mod config;
 mod count;
 mod health;
 mod helpers;
+mod hostile;
 mod limits;
 mod logs;
 mod metrics;
