@@ -19,12 +19,14 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::config::Config;
 use crate::ingest::{self, AppState};
 use crate::metrics;
 use crate::store::Store;
+use crate::tls::Tls;
 
 /// A bound, not yet serving, service.
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub struct App {
     metrics: TcpListener,
     state: Arc<AppState>,
     limits: ConnectionLimits,
+    ingest_tls: Option<Arc<Tls>>,
+    metrics_tls: Option<Arc<Tls>>,
 }
 
 /// What every connection of a listener is held to.
@@ -125,6 +129,8 @@ impl App {
                 max_connections: config.max_connections,
                 request_timeout: config.request_timeout,
             },
+            ingest_tls: config.ingest_tls,
+            metrics_tls: config.metrics_tls,
         })
     }
 
@@ -161,6 +167,7 @@ impl App {
             self.ingest,
             move |client| ingest::service(ingest_state.clone(), router.clone(), client),
             self.limits,
+            self.ingest_tls.clone(),
             stop_rx.clone(),
         );
         let metrics_service = TowerToHyperService::new(metrics::router(self.state.clone()));
@@ -168,8 +175,15 @@ impl App {
             self.metrics,
             move |_| metrics_service.clone(),
             self.limits,
+            self.metrics_tls.clone(),
             stop_rx,
         );
+        let certificates: Vec<Arc<Tls>> = [self.ingest_tls, self.metrics_tls]
+            .into_iter()
+            .flatten()
+            .collect();
+        // Also without certificates: SIGHUP's default action would end the process.
+        tokio::spawn(reload_on_sighup(certificates));
         self.state.set_ready(true);
         tokio::join!(ingest, metrics);
         tracing::info!("stopped");
@@ -187,6 +201,7 @@ async fn serve<S>(
     listener: TcpListener,
     service: impl Fn(IpAddr) -> S,
     limits: ConnectionLimits,
+    tls: Option<Arc<Tls>>,
     mut stop: watch::Receiver<bool>,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible>
@@ -233,11 +248,30 @@ async fn serve<S>(
                 }
             })
         };
-        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), watched);
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         let (ended_tx, ended_rx) = oneshot::channel::<()>();
         let serving = tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let http = http1::Builder::new();
+            let ended = match acceptor {
+                None => {
+                    let connection = http.serve_connection(TokioIo::new(stream), watched);
+                    watcher.watch(connection).await
+                }
+                // The handshake runs here, not in the accept loop, so a slow client delays
+                // nobody else; the watchdog below bounds it like a request head.
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        let connection = http.serve_connection(TokioIo::new(stream), watched);
+                        watcher.watch(connection).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop((permit, ended_tx));
@@ -255,6 +289,30 @@ async fn serve<S>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Re-reads the certificates on every SIGHUP; a failed reload keeps the old certificate.
+async fn reload_on_sighup(certificates: Vec<Arc<Tls>>) {
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; certificates will not reload");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        if certificates.is_empty() {
+            tracing::info!("SIGHUP: no certificates to reload");
+        }
+        for tls in &certificates {
+            match tls.reload() {
+                Ok(()) => tracing::info!("certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate reload failed; keeping the old one")
+                }
+            }
+        }
+    }
 }
 
 /// Completes once the stop flag is set (or its sender is gone).

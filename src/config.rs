@@ -1,6 +1,7 @@
 //! Settings: command-line flags and environment variables, parsed and validated into one
-//! [`Config`] before anything binds. A flag wins over its variable. The only I/O is reading
-//! `AUTH_TOKEN_FILE`, so that a missing or empty token file is a bad setting like any other.
+//! [`Config`] before anything binds. A flag wins over its variable. The only I/O is reading the
+//! files settings name (`AUTH_TOKEN_FILE`, the TLS certificates and keys), so that a missing or
+//! broken file is a bad setting like any other.
 //!
 //! The bare `ip-counter` is the service; the subcommands (`count`, ...) are the command-line
 //! tools, each with its own arguments ([`Invocation`]). The service's settings do not apply to
@@ -8,6 +9,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -16,6 +18,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use crate::auth::Tokens;
 use crate::count::CountArgs;
 use crate::send::SendArgs;
+use crate::tls::Tls;
 
 /// Exit status for a bad setting, as for any usage error.
 pub const USAGE_EXIT_CODE: u8 = 2;
@@ -77,6 +80,30 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// PEM certificate chain for HTTPS on the ingest listener (with TLS_KEY); re-read on SIGHUP
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS_CERT
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM certificate chain for HTTPS on the metrics listener (with METRICS_TLS_KEY)
+    #[arg(long, env = "METRICS_TLS_CERT", requires = "metrics_tls_key")]
+    pub metrics_tls_cert: Option<PathBuf>,
+
+    /// PEM private key for METRICS_TLS_CERT
+    #[arg(long, env = "METRICS_TLS_KEY", requires = "metrics_tls_cert")]
+    pub metrics_tls_key: Option<PathBuf>,
+
+    /// The ingest listener's certificate, read from TLS_CERT and TLS_KEY.
+    #[arg(skip)]
+    pub ingest_tls: Option<Arc<Tls>>,
+
+    /// The metrics listener's certificate, read from METRICS_TLS_CERT and METRICS_TLS_KEY.
+    #[arg(skip)]
+    pub metrics_tls: Option<Arc<Tls>>,
 }
 
 /// Verbosity of the service's own log.
@@ -188,7 +215,7 @@ impl Invocation {
                 Cli {
                     serve,
                     command: None,
-                } => return serve.read_token_file().map(Invocation::Serve),
+                } => return serve.read_files().map(Invocation::Serve),
                 Cli {
                     command: Some(command),
                     ..
@@ -217,7 +244,33 @@ impl Config {
     {
         Config::try_parse_from(args)
             .map_err(to_config_error)?
-            .read_token_file()
+            .read_files()
+    }
+
+    /// Reads the files settings name: the token file and the certificates.
+    fn read_files(self) -> Result<Config, ConfigError> {
+        let mut config = self.read_token_file()?;
+        let load = |cert: &Option<PathBuf>, key: &Option<PathBuf>, var: &str, flag: &str| {
+            // clap has checked that the two come together.
+            let (Some(cert), Some(key)) = (cert, key) else {
+                return Ok(None);
+            };
+            Tls::load(cert, key)
+                .map(|tls| Some(Arc::new(tls)))
+                .map_err(|reason| {
+                    ConfigError::Invalid(format!(
+                        "error: invalid value for {var} ({flag}): {reason}"
+                    ))
+                })
+        };
+        config.ingest_tls = load(&config.tls_cert, &config.tls_key, "TLS_CERT", "--tls-cert")?;
+        config.metrics_tls = load(
+            &config.metrics_tls_cert,
+            &config.metrics_tls_key,
+            "METRICS_TLS_CERT",
+            "--metrics-tls-cert",
+        )?;
+        Ok(config)
     }
 
     /// Adds the tokens of `AUTH_TOKEN_FILE` to `AUTH_TOKEN`'s.
@@ -250,6 +303,25 @@ fn to_config_error(e: clap::Error) -> ConfigError {
 
 /// Turns clap's multi-line report into one line that names the setting by flag and variable.
 fn one_line(e: &clap::Error) -> String {
+    if let (ErrorKind::MissingRequiredArgument, Some(ContextValue::Strings(missing))) =
+        (e.kind(), e.get(ContextKind::InvalidArg))
+    {
+        let names: Vec<String> = missing
+            .iter()
+            .map(|arg| {
+                let flag = arg.split_whitespace().next().unwrap_or(arg);
+                let var = flag
+                    .trim_start_matches("--")
+                    .replace('-', "_")
+                    .to_uppercase();
+                format!("{var} ({flag})")
+            })
+            .collect();
+        return format!(
+            "error: {} must be set too: the settings given need it",
+            names.join(" and ")
+        );
+    }
     let arg = match e.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(s)) => Some(s.clone()),
         _ => None,
@@ -426,6 +498,10 @@ mod tests {
             "RATE_LIMIT_PER_IP",
             "REQUEST_TIMEOUT",
             "MAX_CONNECTIONS",
+            "TLS_CERT",
+            "TLS_KEY",
+            "METRICS_TLS_CERT",
+            "METRICS_TLS_KEY",
         ] {
             assert!(help.contains(var), "{var} missing from help");
         }

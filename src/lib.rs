@@ -11,7 +11,7 @@
 //! - [`metrics`]: the metrics listener's router, reading the store at scrape time.
 //!
 //! Around them: [`config`] (settings, validated before anything binds), [`app`] (binds both
-//! listeners and serves until shutdown), [`auth`] (bearer tokens), [`ratelimit`], [`shutdown`], [`telemetry`]
+//! listeners and serves until shutdown), [`auth`] (bearer tokens), [`ratelimit`], [`tls`], [`shutdown`], [`telemetry`]
 //! and [`error`] (the one error type every handler answers with).
 //!
 //! The command-line tools: [`count`] takes the same path without HTTP, reading log files
@@ -33,3 +33,4 @@ pub mod send;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -15,3 +15,4 @@ mod nginx;
 mod prometheus;
 mod send;
 mod shutdown;
+mod tls;

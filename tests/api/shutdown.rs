@@ -41,6 +41,14 @@ async fn sigint_exits_0() {
 }
 
 #[tokio::test]
+async fn sighup_without_certificates_does_not_end_the_service() {
+    let server = ServerProcess::start(&[], &[]);
+    server.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.health().await.status, 200, "{}", server.output());
+}
+
+#[tokio::test]
 async fn a_request_in_flight_is_finished_before_exit() {
     let mut server = ServerProcess::start(&[], &[]);
     let body = br#"{"ip":"198.51.100.200","url":"/slow"}"#;
