@@ -107,23 +107,9 @@ json_num() { { grep -o "\"$1\":[0-9]*" || true; } | head -n 1 | cut -d: -f2; }
 rss_before=$(rss_kib "$service_pid")
 unique_before=$(stats | json_num unique_ip_addresses)
 
-# bench NAME PORT ROUND: one wrk run; prints its Requests/sec and warns about errors.
-bench() {
-    local name=$1 port=$2 round=$3
-    local log="$OUT/wrk-$name-$round.txt" rps
-    timeout --kill-after=5 $((dur_s + 30)) \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${dur_s}s" --timeout 5s --latency -s "$LUA" \
-        "http://$HOST:$port/logs" >"$log" 2>&1 || { cat "$log" >&2; die "wrk against $name failed (output above)"; }
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$log")
-    [ -n "$rps" ] || { cat "$log" >&2; die "no Requests/sec in wrk output for $name"; }
-    if grep -qE '^ *(Non-2xx|Socket errors)' "$log"; then
-        echo "load-test: warning, $name round $round: $(grep -E '^ *(Non-2xx|Socket errors)' "$log" | tr -s ' ' | tr '\n' ';')" >&2
-    fi
-    printf '%s' "$rps"
-}
-p99() { awk '$1 == "99%" {print $2}' "$OUT/wrk-$1-$2.txt"; }
-
-median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+# shellcheck source=scripts/wrk-lib.sh
+. scripts/wrk-lib.sh
+bench() { wrk_rps "$1" "http://$HOST:$2/logs" "$3"; }
 
 echo "load-test: $ROUNDS rounds of wrk -t$THREADS -c$CONNECTIONS -d${dur_s}s per server, alternating order" >&2
 rows=()

@@ -20,6 +20,11 @@ function init(args)
 end
 
 local headers = { ["Content-Type"] = "application/json" }
+-- scripts/security-cost.sh measures the service with AUTH_TOKEN set this way.
+local token = os.getenv("WRK_BEARER_TOKEN")
+if token and token ~= "" then
+   headers["Authorization"] = "Bearer " .. token
+end
 
 function request()
    local ip = string.format("%d.%d.%d.%d",
