@@ -9,7 +9,7 @@ IMAGE        ?= ip-counter:latest
 LOG_PORT     ?= 5000
 METRICS_PORT ?= 9102
 
-.PHONY: help build run dev test test-unit test-integration bench load-test security-cost memory coverage \
+.PHONY: help build run dev test test-unit test-integration bench load-test security-cost fuzz memory coverage \
         fmt lint audit check ci docs docker-build docker-run install-dev-deps
 
 help: ## List the targets with a one-line description
@@ -43,6 +43,9 @@ load-test: ## wrk load test: the service against a bare hyper server (ROUNDS=3 D
 
 security-cost: ## Throughput of the service with AUTH_TOKEN, TLS and both, as ratios to plain (ROUNDS=3)
 	scripts/security-cost.sh
+
+fuzz: ## Run every cargo-fuzz target on stable for FUZZ_SECONDS (60) each (installs cargo-fuzz)
+	scripts/fuzz.sh
 
 memory: ## Measure memory per unique address (examples/memory.rs)
 	$(CARGO) run --release --example memory
