@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, via apt, the system tools the tests and the load test need, and only those missing.
 #
-#   scripts/install-test-deps.sh            # test deps: prometheus + promtool, nginx, curl
+#   scripts/install-test-deps.sh            # test deps: prometheus + promtool, nginx, curl,
+#                                           # and schemathesis in target/tools/venv (pip)
 #   scripts/install-test-deps.sh --load     # also wrk, for scripts/load-test.sh
 #   scripts/install-test-deps.sh --load-only
 #
@@ -20,6 +21,10 @@ for arg in "$@"; do
         *) echo "install-test-deps: unknown argument '$arg' (use --load or --load-only)" >&2; exit 2 ;;
     esac
 done
+
+if [ "$want_test" = 1 ]; then
+    "$(dirname "$0")/install-schemathesis.sh"   # tests/api/schemathesis.rs
+fi
 
 # command -> Debian package that provides it
 missing_pkgs=()

@@ -1,5 +1,5 @@
 //! The ingest listener: its router and thin handlers for `POST /logs`, `GET /health`,
-//! `GET /ready` and `GET /stats`, and the state they share.
+//! `GET /ready`, `GET /stats` and `GET /openapi.json`, and the state they share.
 //!
 //! A handler reads the body under the size limit (decoded size for gzip), hands the bytes to
 //! [`crate::parse`] (one entry) or [`crate::batch`] (many), counts the addresses in the [`Store`]
@@ -91,6 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health).fallback(get_only))
         .route("/ready", get(ready).fallback(get_only))
         .route("/stats", get(stats).fallback(get_only))
+        .route("/openapi.json", get(openapi).fallback(get_only))
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -380,6 +381,18 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         let body = Json(serde_json::json!({"status": "not_ready"}));
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document of this listener, kept true by
+/// `tests/api/openapi.rs` and by schemathesis in the test suite.
+async fn openapi() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        include_str!("openapi.json"),
+    )
 }
 
 #[derive(Serialize)]

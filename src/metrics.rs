@@ -49,7 +49,14 @@ const REJECT_REASONS: [&str; 10] = [
 
 /// The ingest listener's routes as metric labels; any other path is `other`, so that scanners
 /// probing random paths cannot create unbounded label values.
-const ROUTES: [&str; 5] = ["/logs", "/health", "/ready", "/stats", "other"];
+const ROUTES: [&str; 6] = [
+    "/logs",
+    "/health",
+    "/ready",
+    "/stats",
+    "/openapi.json",
+    "other",
+];
 
 /// Upper bounds of the request-duration buckets in seconds, 50µs × 4^k; `f64::MAX` is `+Inf`.
 const BUCKETS: [f64; 10] = [

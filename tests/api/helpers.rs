@@ -396,17 +396,38 @@ pub struct Finished {
 /// Runs the binary and waits for it to exit by itself; kills it and fails after `timeout`.
 pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> Finished {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = command(dir.path(), args, envs)
+    let child = command(dir.path(), args, envs)
         .spawn()
         .expect("starting ip-counter");
+    finish(
+        child,
+        &format!("ip-counter {args:?} with {envs:?}"),
+        timeout,
+    )
+}
+
+/// Runs another program (a test tool) to its exit, with its output captured.
+pub fn run_command(program: &std::path::Path, args: &[&str], timeout: Duration) -> Finished {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+    finish(child, &format!("{} {args:?}", program.display()), timeout)
+}
+
+/// Waits for `child` (described as `what`) to exit and collects its output; kills it and fails
+/// the test after `timeout`.
+fn finish(mut child: Child, what: &str, timeout: Duration) -> Finished {
     let stdout = collect(child.stdout.take().unwrap());
     let stderr = collect(child.stderr.take().unwrap());
     let status = wait_for(&mut child, timeout).unwrap_or_else(|| {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
-            "ip-counter {args:?} with {envs:?} was still running after {timeout:?}\n\
-             stdout: {}\nstderr: {}",
+            "{what} was still running after {timeout:?}\nstdout: {}\nstderr: {}",
             stdout.lock().unwrap(),
             stderr.lock().unwrap()
         )
