@@ -3,6 +3,7 @@
 
 mod auth;
 mod batch;
+mod chaos;
 mod config;
 mod count;
 mod health;
