@@ -16,28 +16,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-1}
 SERVICE_PORT=${SERVICE_PORT:-15000}
 METRICS_PORT=${METRICS_PORT:-19102}
 BARE_PORT=${BARE_PORT:-15001}
-HOST=127.0.0.1
 OUT=target/load-test
-LUA=scripts/random-ip.lua
 
 die() { echo "load-test: $*" >&2; exit 1; }
 trap 'echo "load-test: failed (line $LINENO: $BASH_COMMAND)" >&2' ERR
-
-case "$ROUNDS" in '' | *[!0-9]* | 0) die "ROUNDS must be a positive integer, got '$ROUNDS'" ;; esac
-case "$DURATION" in
-    *[0-9]s) dur_s=${DURATION%s} ;;
-    *[0-9]m) dur_s=$(( ${DURATION%m} * 60 )) ;;
-    *[0-9]) dur_s=$DURATION ;;
-    *) die "DURATION must look like 10, 10s or 2m, got '$DURATION'" ;;
-esac
-case "$dur_s" in '' | *[!0-9]*) die "DURATION must look like 10, 10s or 2m, got '$DURATION'" ;; esac
+# shellcheck source=scripts/wrk-lib.sh
+. scripts/wrk-lib.sh
 
 scripts/install-test-deps.sh --load-only
 
@@ -107,8 +94,6 @@ json_num() { { grep -o "\"$1\":[0-9]*" || true; } | head -n 1 | cut -d: -f2; }
 rss_before=$(rss_kib "$service_pid")
 unique_before=$(stats | json_num unique_ip_addresses)
 
-# shellcheck source=scripts/wrk-lib.sh
-. scripts/wrk-lib.sh
 bench() { wrk_rps "$1" "http://$HOST:$2/logs" "$3"; }
 
 echo "load-test: $ROUNDS rounds of wrk -t$THREADS -c$CONNECTIONS -d${dur_s}s per server, alternating order" >&2

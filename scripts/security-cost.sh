@@ -12,20 +12,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-1}
 BASE_PORT=${BASE_PORT:-15100}
-HOST=127.0.0.1
 OUT=target/security-cost
-LUA=scripts/random-ip.lua
 TOKEN=security-cost-token
 
 die() { echo "security-cost: $*" >&2; exit 1; }
-case "$ROUNDS" in '' | *[!0-9]* | 0) die "ROUNDS must be a positive integer, got '$ROUNDS'" ;; esac
-dur_s=${DURATION%s}
-case "$dur_s" in '' | *[!0-9]*) die "DURATION must look like 10 or 10s, got '$DURATION'" ;; esac
 # shellcheck source=scripts/wrk-lib.sh
 . scripts/wrk-lib.sh
 

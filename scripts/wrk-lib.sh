@@ -1,6 +1,22 @@
-# Shared by scripts/load-test.sh and scripts/security-cost.sh (sourced, not run): one wrk run
-# with the settings both use, and a median. The caller sets OUT, LUA, THREADS, CONNECTIONS,
-# dur_s and defines die().
+# Shared by scripts/load-test.sh and scripts/security-cost.sh (sourced, not run): the wrk
+# settings both take from the environment, one wrk run with them, and a median. The caller sets
+# OUT and defines die() before sourcing.
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-1}
+HOST=127.0.0.1
+LUA=scripts/random-ip.lua
+
+case "$ROUNDS" in '' | *[!0-9]* | 0) die "ROUNDS must be a positive integer, got '$ROUNDS'" ;; esac
+case "$DURATION" in
+    *[0-9]s) dur_s=${DURATION%s} ;;
+    *[0-9]m) dur_s=$(( ${DURATION%m} * 60 )) ;;
+    *[0-9]) dur_s=$DURATION ;;
+    *) die "DURATION must look like 10, 10s or 2m, got '$DURATION'" ;;
+esac
+case "$dur_s" in '' | *[!0-9]*) die "DURATION must look like 10, 10s or 2m, got '$DURATION'" ;; esac
 
 # wrk_rps NAME URL ROUND: one wrk run of POST /logs at URL; prints its Requests/sec and warns
 # about errors. The raw output stays in $OUT/wrk-NAME-ROUND.txt.
