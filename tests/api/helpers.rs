@@ -406,9 +406,12 @@ pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> F
     )
 }
 
-/// Runs another program (a test tool) to its exit, with its output captured.
+/// Runs another program (a test tool) to its exit, with its output captured, in a temporary
+/// directory so that whatever it writes (schemathesis keeps a cache) stays out of the repository.
 pub fn run_command(program: &std::path::Path, args: &[&str], timeout: Duration) -> Finished {
+    let dir = tempfile::tempdir().expect("temp dir");
     let child = Command::new(program)
+        .current_dir(dir.path())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
