@@ -23,7 +23,8 @@ fn main() -> ExitCode {
     }
 }
 
-#[tokio::main]
+// One thread here; App starts a single-threaded runtime on each further core.
+#[tokio::main(flavor = "current_thread")]
 async fn serve(config: Config) -> ExitCode {
     telemetry::init(&config);
     let app = match App::build(config).await {
