@@ -342,9 +342,12 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The threads that serve connections, each with a single-threaded runtime; the thread running
 /// [`App::run_until_stopped`] is one of them. A connection stays on the thread it is handed to,
 /// so serving its requests takes no cross-thread wake-ups: with tokio's work-stealing runtime
-/// the service kept about 0.88 of the bare-hyper rate of `make load-test`, with this about 0.99
-/// (same run, 5 rounds). Connections are dealt round-robin, one per thread in turn; the one
-/// listener per port stays, so no second process can join it as `SO_REUSEPORT` would allow.
+/// the service kept 0.81 of the bare-hyper rate of `make load-test` (median of 5 rounds), with
+/// this 0.92. The price is tail latency when the cores are oversubscribed (wrk on the same two
+/// cores): a thread's connections wait while it is off the CPU, where a work-stealing runtime
+/// would hand them to the other thread (p99 1.2 ms -> 4 ms in that test). Connections are dealt
+/// round-robin, one per thread in turn; the one listener per port stays, so no second process
+/// can join it as `SO_REUSEPORT` would allow.
 struct Workers {
     queues: Vec<mpsc::UnboundedSender<Job>>,
     next: AtomicUsize,
