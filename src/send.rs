@@ -30,7 +30,7 @@ pub struct SendArgs {
     pub files: Vec<PathBuf>,
 
     /// The service: its base URL (`http://host:5000`, `/logs` is appended) or the full
-    /// `POST /logs` URL; plain HTTP
+    /// `POST /logs` URL; `https://` for a service with TLS_CERT
     #[arg(long, value_name = "URL")]
     pub to: String,
 
@@ -57,6 +57,11 @@ pub struct SendArgs {
     /// Bearer token for a service that sets AUTH_TOKEN
     #[arg(long, env = "IP_COUNTER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// PEM file of the certificate(s) to trust for an https URL (a self-signed or private CA);
+    /// without it, the public web PKI roots
+    #[arg(long, value_name = "PEM")]
+    pub cacert: Option<PathBuf>,
 }
 
 /// What a run sent and what the service answered, summed over its batches.
@@ -127,12 +132,14 @@ pub fn send_inputs(
 ) -> Result<Sent, SendError> {
     let url = logs_url(&args.to);
     let authorization = args.token.as_ref().map(|token| format!("Bearer {token}"));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .proxy(None)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
+        .timeout_global(Some(Duration::from_secs(120)));
+    if let Some(path) = &args.cacert {
+        config = config.tls_config(trusting(path)?);
+    }
+    let agent: ureq::Agent = config.build().into();
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(usize::from(args.concurrency));
     let jobs_rx = Mutex::new(jobs_rx);
     let stop = AtomicBool::new(false);
@@ -286,6 +293,30 @@ fn read_batches(
         }
     }
     Ok(())
+}
+
+/// TLS settings that trust exactly the certificates in the PEM file at `path`.
+fn trusting(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, SendError> {
+    let bad = |reason: String| SendError::Input {
+        input: path.display().to_string(),
+        source: io::Error::new(io::ErrorKind::InvalidData, reason),
+    };
+    let pem = std::fs::read(path).map_err(|source| SendError::Input {
+        input: path.display().to_string(),
+        source,
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(cert) = item.map_err(|e| bad(e.to_string()))? {
+            certs.push(cert);
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    Ok(ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+        .build())
 }
 
 /// Posts one batch, retrying connection errors, 429 and 5xx with exponential backoff.
@@ -445,6 +476,7 @@ mod tests {
             retries: 0,
             json: false,
             token: None,
+            cacert: None,
         };
         let mut jobs = Vec::new();
         read_batches(

@@ -147,6 +147,39 @@ async fn a_service_with_a_token_gets_it_from_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_certificate_needs_cacert() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = write_file(dir.path(), "service.crt", made.cert.pem().as_bytes());
+    let key = write_file(
+        dir.path(),
+        "service.key",
+        made.signing_key.serialize_pem().as_bytes(),
+    );
+    let app = TestApp::spawn_with(&[
+        &format!("--tls-cert={}", cert.display()),
+        &format!("--tls-key={}", key.display()),
+    ])
+    .await;
+    let file = write_file(dir.path(), "a.log", b"192.0.2.77 x\n");
+    let to = format!("--to=https://{}", app.ingest);
+    let path = s(file.to_str().unwrap());
+
+    // The public roots do not vouch for a self-signed certificate: a connection error, retried.
+    let untrusted = send(vec![to.clone(), s("--retries=0"), path.clone()]).await;
+    assert_eq!(untrusted.status.code(), Some(1), "{untrusted:?}");
+
+    let run = send(vec![
+        to,
+        format!("--cacert={}", cert.display()),
+        s("--json"),
+        path,
+    ])
+    .await;
+    assert_eq!(summary(&run)["accepted"], 1, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_service_is_retried_then_reported() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), "a.log", b"10.7.0.1\n");
