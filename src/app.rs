@@ -2,6 +2,10 @@
 //!
 //! [`App::build`] does every fallible start-up step, so that port 0 works and tests can read the
 //! bound addresses before serving; [`App::run_until_stopped`] drains both listeners on shutdown.
+//! In between, this module owns the life of a connection: the `MAX_CONNECTIONS` permit taken
+//! before accepting, the thread that serves it (`Workers`: a single-threaded runtime per core),
+//! the TLS handshake, and the watchdog that closes it when it stays silent for `REQUEST_TIMEOUT`
+//! (`Activity`). Certificates are re-read on SIGHUP.
 
 use std::convert::Infallible;
 use std::future::Future;
