@@ -136,11 +136,14 @@ fn over_http(
     gzip: bool,
     clients: usize,
 ) -> (f64, u64) {
+    // A fresh data directory each round (persistence on, buffered: the default).
+    let data = tempfile::tempdir().unwrap();
     let config = Config::from_args([
         "ip-counter",
         "--log-port=0",
         "--metrics-port=0",
         "--server-host=127.0.0.1",
+        &format!("--data-dir={}", data.path().display()),
     ])
     .unwrap();
     let app = runtime.block_on(App::build(config)).unwrap();

@@ -29,12 +29,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::ingest::{self, AppState};
 use crate::metrics;
+use crate::persist::{DataDir, Journal};
 use crate::store::Store;
 use crate::tls::Tls;
 
 /// A bound, not yet serving, service.
 #[derive(Debug)]
 pub struct App {
+    data_dir: Option<DataDir>,
     ingest: TcpListener,
     metrics: TcpListener,
     state: Arc<AppState>,
@@ -112,8 +114,15 @@ impl Drop for Serving {
 }
 
 impl App {
-    /// Binds the ingest and metrics listeners on `SERVER_HOST`.
+    /// Takes the data directory's lock (unless `PERSISTENCE=off`), then binds the ingest and
+    /// metrics listeners on `SERVER_HOST`. Recovery waits for [`App::run_until_stopped`], so
+    /// that `/ready` can answer 503 meanwhile.
     pub async fn build(config: Config) -> io::Result<App> {
+        let data_dir = config
+            .persistence()
+            .map(DataDir::open)
+            .transpose()
+            .map_err(io::Error::other)?;
         let ingest = bind(
             "ingest",
             SocketAddr::new(config.server_host, config.log_port),
@@ -126,6 +135,7 @@ impl App {
         .await?;
         let state = Arc::new(AppState::new(Store::exact(), &config));
         Ok(App {
+            data_dir,
             ingest,
             metrics,
             state,
@@ -152,19 +162,26 @@ impl App {
             .expect("a bound listener has an address")
     }
 
-    /// Serves both listeners until `shutdown` completes, then stops accepting, lets requests in
-    /// flight finish and returns.
+    /// Serves both listeners while reading the data directory back (`/ready` 503 until done),
+    /// until `shutdown` completes; then stops accepting, lets requests in flight finish, syncs
+    /// the log and returns. A damaged data directory stops the service with an error naming
+    /// the file and offset.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
         let state = self.state.clone();
+        let stopper = stop_tx.clone();
         tokio::spawn(async move {
             shutdown.await;
             state.set_ready(false);
-            let _ = stop_tx.send(true);
+            let _ = stopper.send(true);
         });
+        if self.data_dir.is_some() {
+            survive_file_size_limit();
+        }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = Workers::start(threads)?;
         let router = ingest::router(self.state.clone());
@@ -192,12 +209,65 @@ impl App {
             .collect();
         // Also without certificates: SIGHUP's default action would end the process.
         tokio::spawn(reload_on_sighup(certificates));
-        self.state.set_ready(true);
-        tokio::join!(ingest, metrics);
+        let recovery = recover(self.data_dir, self.state.clone(), stop_tx);
+        let ((), (), recovered) = tokio::join!(ingest, metrics, recovery);
         // Every connection has ended; the workers' queues close and their threads end.
         drop(workers);
+        if let Some((data_dir, journal)) = recovered? {
+            tokio::task::spawn_blocking(move || journal.close())
+                .await
+                .map_err(io::Error::other)??;
+            drop(data_dir);
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Reads the data directory back into the store, then lets writes through and turns `/ready`
+/// 200. On failure stops the listeners and returns the error. Without persistence the service
+/// is ready at once.
+async fn recover(
+    data_dir: Option<DataDir>,
+    state: Arc<AppState>,
+    stop: Arc<watch::Sender<bool>>,
+) -> io::Result<Option<(DataDir, Arc<Journal>)>> {
+    let Some(data_dir) = data_dir else {
+        state.set_ready(true);
+        return Ok(None);
+    };
+    let store = state.store.clone();
+    let (data_dir, recovered) = tokio::task::spawn_blocking(move || {
+        let recovered = data_dir.recover(store);
+        (data_dir, recovered)
+    })
+    .await
+    .map_err(io::Error::other)?;
+    match recovered {
+        Ok(journal) => {
+            state.set_journal(journal.clone());
+            if !*stop.borrow() {
+                state.set_ready(true);
+            }
+            Ok(Some((data_dir, journal)))
+        }
+        Err(e) => {
+            let _ = stop.send(true);
+            Err(io::Error::other(e))
+        }
+    }
+}
+
+/// Under a file size limit (`ulimit -f`) a write past it raises SIGXFSZ, whose default action
+/// ends the process. Handled, the write fails with `EFBIG` instead and is answered 503 like a
+/// full disk.
+fn survive_file_size_limit() {
+    const SIGXFSZ: i32 = 25; // Linux, on every architecture Rust supports there.
+    match signal(SignalKind::from_raw(SIGXFSZ)) {
+        Ok(mut signals) => {
+            tokio::spawn(async move { while signals.recv().await.is_some() {} });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot handle SIGXFSZ"),
     }
 }
 

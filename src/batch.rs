@@ -16,7 +16,6 @@ use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::parse::{EntryError, parse_access_line, parse_entry};
-use crate::store::Store;
 
 /// Most line errors a [`Report`] lists; the rest are only counted.
 pub const MAX_LISTED_ERRORS: usize = 100;
@@ -241,16 +240,21 @@ pub struct Counted {
     pub new_ips: u64,
 }
 
-/// Parses a batch body and adds its addresses to `store`: [`parse_batch`], then
-/// [`insert_all`], on two threads for a large line-oriented body.
-pub fn count_batch(format: BatchFormat, body: &[u8], store: &Store) -> Result<Counted, BodyError> {
+/// Parses a batch body and counts its addresses with `insert` (which returns how many were
+/// new): [`parse_batch`], on two threads for a large line-oriented body. An error from
+/// `insert` fails the whole batch.
+pub fn count_batch<E: From<BodyError> + Send>(
+    format: BatchFormat,
+    body: &[u8],
+    insert: &(impl Fn(&[IpAddr]) -> Result<u64, E> + Sync),
+) -> Result<Counted, E> {
     match format {
-        BatchFormat::Lines(format) => Ok(count_lines(format, body, store)),
+        BatchFormat::Lines(format) => count_lines(format, body, insert),
         BatchFormat::JsonArray => {
             let Batch {
                 addresses, report, ..
             } = parse_batch(format, body)?;
-            let new_ips = insert_all(store, &addresses);
+            let new_ips = insert(&addresses)?;
             Ok(Counted { report, new_ips })
         }
     }
@@ -261,40 +265,39 @@ pub fn count_batch(format: BatchFormat, body: &[u8], store: &Store) -> Result<Co
 /// `examples/batch_ingest.rs`).
 const PARALLEL_MIN_BYTES: usize = 256 << 10;
 
-/// Parses the lines of `body` and adds their addresses to `store`; the line numbers are the
-/// body's, however it was split.
-pub fn count_lines(format: LineFormat, body: &[u8], store: &Store) -> Counted {
+/// Parses the lines of `body` and counts their addresses with `insert`; the line numbers are
+/// the body's, however it was split.
+pub fn count_lines<E: Send>(
+    format: LineFormat,
+    body: &[u8],
+    insert: &(impl Fn(&[IpAddr]) -> Result<u64, E> + Sync),
+) -> Result<Counted, E> {
     let count_part = |part: &[u8]| {
         let Batch {
             addresses,
             report,
             newlines,
         } = parse_lines(format, part);
-        let new_ips = insert_all(store, &addresses);
-        (Counted { report, new_ips }, newlines)
+        let new_ips = insert(&addresses)?;
+        Ok((Counted { report, new_ips }, newlines))
     };
     let split = (body.len() >= PARALLEL_MIN_BYTES)
         .then(|| memchr::memchr(b'\n', &body[body.len() / 2..]))
         .flatten()
         .map(|i| body.len() / 2 + i + 1);
     let Some(split) = split else {
-        return count_part(body).0;
+        return count_part(body).map(|(counted, _)| counted);
     };
     let (head, tail) = body.split_at(split);
-    let ((mut first, head_lines), (second, _)) = std::thread::scope(|scope| {
+    let (head, tail) = std::thread::scope(|scope| {
         let tail = scope.spawn(|| count_part(tail));
         let head = count_part(head);
         (head, tail.join().expect("parsing does not panic"))
     });
+    let ((mut first, head_lines), (second, _)) = (head?, tail?);
     first.new_ips += second.new_ips;
     first.report.merge(second.report, head_lines);
-    first
-}
-
-/// The one place a batch's addresses reach the store (for `POST /logs`, and for each chunk
-/// `count` reads); returns how many were new.
-pub fn insert_all(store: &Store, addresses: &[IpAddr]) -> u64 {
-    store.insert_many(addresses)
+    Ok(first)
 }
 
 /// Calls `f` with each element of a JSON array (numbered from 1) as raw JSON, one at a time,
@@ -351,6 +354,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::store::Store;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
@@ -537,7 +541,8 @@ mod tests {
         }
         assert!(body.len() > 2 * PARALLEL_MIN_BYTES);
         let store = Store::exact();
-        let counted = count_batch(NDJSON, body.as_bytes(), &store).unwrap();
+        let insert = |ips: &[IpAddr]| Ok::<_, BodyError>(store.insert_many(ips));
+        let counted = count_batch(NDJSON, body.as_bytes(), &insert).unwrap();
         let serial = parse(NDJSON, &body);
         assert_eq!(counted.report, serial.report);
         let distinct: std::collections::HashSet<_> = serial.addresses.iter().collect();

@@ -17,6 +17,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::auth::Tokens;
 use crate::count::CountArgs;
+use crate::persist::{Durability, Settings, VerifyArgs};
 use crate::send::SendArgs;
 use crate::tls::Tls;
 
@@ -54,6 +55,28 @@ pub struct Config {
     /// Largest accepted request body, e.g. `64MiB`, `1GB` or plain bytes
     #[arg(long, env = "MAX_BODY_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub max_body_bytes: u64,
+
+    /// Directory of the address log and snapshots (created if missing; one process each)
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// `off` keeps the count in memory only: a restart starts it from zero
+    #[arg(long, env = "PERSISTENCE", value_enum, default_value_t = Switch::On)]
+    pub persistence: Switch,
+
+    /// What a 2xx promises: `buffered`, the new addresses were written to the OS (they survive
+    /// a killed process); `fsync`, they are on stable storage (they survive a power loss)
+    #[arg(long, env = "DURABILITY", value_enum, default_value_t = Durability::Buffered)]
+    pub durability: Durability,
+
+    /// How often buffered mode syncs the log to disk
+    #[arg(long, env = "FSYNC_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub fsync_interval: Duration,
+
+    /// How often the whole count is written as a snapshot and older logs removed (also when
+    /// the log reaches 64 MiB)
+    #[arg(long, env = "SNAPSHOT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub snapshot_interval: Duration,
 
     /// Bearer token(s) POST /logs requires, comma-separated (several while rotating); none: open
     #[arg(long, env = "AUTH_TOKEN", hide_env_values = true, value_parser = Tokens::parse)]
@@ -130,6 +153,15 @@ impl LogLevel {
     }
 }
 
+/// A setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -152,11 +184,13 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub enum Invocation {
     /// No subcommand: run the service.
-    Serve(Config),
+    Serve(Box<Config>),
     /// `count`: distinct addresses in log files.
     Count(CountArgs),
     /// `send`: log files posted to a running service.
     Send(SendArgs),
+    /// `verify`: a data directory checked offline.
+    Verify(VerifyArgs),
 }
 
 /// The subcommands, for clap.
@@ -167,6 +201,9 @@ enum Command {
     Count(CountArgs),
     /// Backfill a running service: post log files to its POST /logs in gzip-compressed batches
     Send(SendArgs),
+    /// Check a data directory offline: read it as a start would, change nothing, print what it
+    /// holds; exit 1 naming the file and offset of any damage
+    Verify(VerifyArgs),
 }
 
 /// The whole command line as `--help` shows it: the service's settings, or a subcommand.
@@ -215,7 +252,7 @@ impl Invocation {
                 Cli {
                     serve,
                     command: None,
-                } => return serve.read_files().map(Invocation::Serve),
+                } => return serve.read_files().map(|c| Invocation::Serve(Box::new(c))),
                 Cli {
                     command: Some(command),
                     ..
@@ -225,6 +262,7 @@ impl Invocation {
         Ok(match command {
             Command::Count(args) => Invocation::Count(args),
             Command::Send(args) => Invocation::Send(args),
+            Command::Verify(args) => Invocation::Verify(args),
         })
     }
 }
@@ -245,6 +283,16 @@ impl Config {
         Config::try_parse_from(args)
             .map_err(to_config_error)?
             .read_files()
+    }
+
+    /// The persistence settings; `None` with `PERSISTENCE=off`.
+    pub fn persistence(&self) -> Option<Settings> {
+        (self.persistence == Switch::On).then(|| Settings {
+            dir: self.data_dir.clone(),
+            durability: self.durability,
+            fsync_interval: self.fsync_interval,
+            snapshot_interval: self.snapshot_interval,
+        })
     }
 
     /// Reads the files settings name: the token file and the certificates.

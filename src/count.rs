@@ -132,7 +132,7 @@ fn count_input(
             Ok(report)
         });
         for mut run in full_rx {
-            batch::insert_all(store, &run);
+            store.insert_many(&run);
             run.clear();
             // The parser may have finished; then the buffer is simply dropped.
             let _ = empty_tx.send(run);

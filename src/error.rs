@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::batch::BodyError;
 use crate::parse::EntryError;
+use crate::persist::StorageError;
 
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ pub enum ApiError {
     /// The body did not arrive within `REQUEST_TIMEOUT`.
     #[error("the request body did not arrive within {0:?}")]
     RequestTimeout(std::time::Duration),
+    /// The addresses could not be made as durable as `DURABILITY` promises: not acknowledged.
+    #[error("{0}; not counted, try again")]
+    StorageUnavailable(#[from] StorageError),
 }
 
 impl From<BodyError> for ApiError {
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -95,6 +100,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::StorageUnavailable(_) => "storage_unavailable",
         }
     }
 }
@@ -128,6 +134,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::RateLimited { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            ApiError::StorageUnavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
@@ -187,6 +196,11 @@ mod tests {
                 ApiError::RequestTimeout(std::time::Duration::from_secs(1)),
                 408,
                 "request_timeout",
+            ),
+            (
+                ApiError::StorageUnavailable(StorageError::Recovering),
+                503,
+                "storage_unavailable",
             ),
         ];
         for (err, status, code) in cases {

@@ -9,8 +9,8 @@ use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::auth::Tokens;
 use crate::batch::{self, BatchFormat, Counted, LineError, LineFormat};
@@ -29,6 +30,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::parse;
+use crate::persist::{Journal, StorageError};
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
@@ -49,6 +51,11 @@ pub struct AppState {
     pub rate_limiter: Option<RateLimiter>,
     /// How long a request body may take to arrive.
     pub request_timeout: Duration,
+    /// `PERSISTENCE=on`: addresses are counted through the journal, once recovery has set it.
+    persistent: bool,
+    journal: OnceLock<Arc<Journal>>,
+    /// Turns true when `journal` is set.
+    recovered: watch::Sender<bool>,
     started: Instant,
     ready: AtomicBool,
 }
@@ -66,6 +73,9 @@ impl AppState {
             metrics_tokens: config.metrics_auth_token.clone(),
             rate_limiter: RateLimiter::new(config.rate_limit_per_ip),
             request_timeout: config.request_timeout,
+            persistent: config.persistence().is_some(),
+            journal: OnceLock::new(),
+            recovered: watch::Sender::new(false),
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }
@@ -74,6 +84,61 @@ impl AppState {
     /// Whether `/ready` answers 200.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Recovery has read the data directory back into the store: writes go through `journal`
+    /// from now on.
+    pub fn set_journal(&self, journal: Arc<Journal>) {
+        let _ = self.journal.set(journal);
+        self.recovered.send_replace(true);
+    }
+
+    /// Waits (at most `REQUEST_TIMEOUT`) for recovery to finish, so that a client that arrives
+    /// during a restart is answered late rather than refused.
+    pub async fn wait_recovered(&self) -> Result<(), ApiError> {
+        if !self.recovering() {
+            return Ok(());
+        }
+        let mut recovered = self.recovered.subscribe();
+        match tokio::time::timeout(self.request_timeout, recovered.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(StorageError::Recovering.into()),
+        }
+    }
+
+    /// Whether the data directory is still being read back into the store (whose count is
+    /// partial until then).
+    pub fn recovering(&self) -> bool {
+        self.persistent && self.journal.get().is_none()
+    }
+
+    /// Counts one address; whether it was new.
+    fn count_one(&self, ip: IpAddr) -> Result<bool, ApiError> {
+        match self.journal.get() {
+            Some(journal) => Ok(journal.insert(ip)?),
+            None if self.persistent => Err(StorageError::Recovering.into()),
+            None => Ok(self.store.insert(ip)),
+        }
+    }
+
+    /// Counts a batch's addresses; how many were new.
+    fn count_many(&self, ips: &[IpAddr]) -> Result<u64, ApiError> {
+        match self.journal.get() {
+            Some(journal) => Ok(journal.insert_many(ips)?),
+            None if self.persistent => Err(StorageError::Recovering.into()),
+            None => Ok(self.store.insert_many(ips)),
+        }
+    }
+
+    /// Passes `response` on once what the request counted or found is as durable as
+    /// `DURABILITY` promises: at once unless it is `fsync`.
+    async fn acknowledge(&self, response: Response) -> Result<Response, ApiError> {
+        if let Some(journal) = self.journal.get()
+            && journal.must_wait()
+        {
+            journal.durable().await?;
+        }
+        Ok(response)
     }
 }
 
@@ -197,6 +262,7 @@ where
     }
     let body_type = body_type(&parts.headers)?;
     let gzip = is_gzip(&parts.headers)?;
+    state.wait_recovered().await?;
     let limit = state.max_body_bytes;
     let mut read = pin!(read_body(
         body,
@@ -211,10 +277,12 @@ where
     };
     if !gzip && body_type == BodyType::Json && !is_array(&raw) {
         // The seed format stays on the runtime thread: one small entry needs no hand-off.
-        return log_one(state, &raw);
+        let response = log_one(state, &raw)?;
+        return state.acknowledge(response).await;
     }
-    let state = state.clone();
+    let shared = state.clone();
     let work = move || {
+        let state = shared;
         let decoded = if gzip {
             Cow::Owned(batch::gunzip_limited(&raw, limit)?)
         } else {
@@ -228,9 +296,10 @@ where
     };
     // Decoding and parsing a batch is CPU work of up to a few hundred milliseconds; off the
     // runtime's threads it cannot stall other connections.
-    tokio::task::spawn_blocking(work)
+    let response = tokio::task::spawn_blocking(work)
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    state.acknowledge(response).await
 }
 
 /// Whether a JSON body's top level is an array (the batch form of `application/json`).
@@ -241,8 +310,8 @@ fn is_array(json: &[u8]) -> bool {
 /// The seed format: one entry, today's reply, any entry error answered as the request's status.
 fn log_one(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let entry = parse::parse_entry(body)?;
+    let new = state.count_one(entry.ip)?;
     state.metrics.entries_received(1);
-    let new = state.store.insert(entry.ip);
     Ok(logged(new, state.store.counts().total()))
 }
 
@@ -269,7 +338,8 @@ fn logged(new: bool, unique_ips: u64) -> Response {
 
 /// A batch: every good entry counted, every bad one listed, 200 either way.
 fn log_batch(state: &AppState, format: BatchFormat, body: &[u8]) -> Result<Response, ApiError> {
-    let Counted { report, new_ips } = batch::count_batch(format, body, &state.store)?;
+    let Counted { report, new_ips } =
+        batch::count_batch(format, body, &|ips: &[IpAddr]| state.count_many(ips))?;
     let metrics = &state.metrics;
     metrics.entries_received(report.accepted + report.rejected);
     for &(reason, n) in &report.rejected_by_reason {
@@ -378,9 +448,14 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::Relaxed) {
         Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
-        let body = Json(serde_json::json!({"status": "not_ready"}));
-        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        not_ready()
     }
+}
+
+/// 503 `{"status":"not_ready"}`: starting (recovery not finished) or shutting down.
+pub fn not_ready() -> Response {
+    let body = Json(serde_json::json!({"status": "not_ready"}));
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 document of this listener, kept true by

@@ -8,6 +8,8 @@
 //! - [`batch`]: many entries at once (NDJSON, JSON arrays, access-log text, gzip): lines →
 //!   [`parse`] → addresses and a per-line report;
 //! - [`store`]: the set of distinct addresses and its counts;
+//! - [`persist`]: the data directory: each new address is logged before it is counted, and
+//!   snapshots; read back at start;
 //! - [`metrics`]: the metrics listener's router, reading the store at scrape time.
 //!
 //! Around them: [`config`] (settings, validated before anything binds), [`app`] (binds both
@@ -28,6 +30,7 @@ pub mod ingest;
 pub mod logfile;
 pub mod metrics;
 pub mod parse;
+pub mod persist;
 pub mod ratelimit;
 pub mod send;
 pub mod shutdown;

@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use ip_counter::app::App;
 use ip_counter::config::{Config, ConfigError, Invocation, USAGE_EXIT_CODE};
-use ip_counter::{count, send, shutdown, telemetry};
+use ip_counter::{count, persist, send, shutdown, telemetry};
 
 fn main() -> ExitCode {
     match Invocation::load() {
-        Ok(Invocation::Serve(config)) => serve(config),
+        Ok(Invocation::Serve(config)) => serve(*config),
         Ok(Invocation::Count(args)) => count::run(&args),
         Ok(Invocation::Send(args)) => send::run(&args),
+        Ok(Invocation::Verify(args)) => persist::verify(&args),
         Err(ConfigError::Info(text)) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -40,6 +41,7 @@ async fn serve(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -34,7 +34,7 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 
 /// Every reason a log entry can be rejected for; each gets a series from the start, so that
 /// `rate()` sees the first rejection.
-const REJECT_REASONS: [&str; 10] = [
+const REJECT_REASONS: [&str; 11] = [
     "invalid_json",
     "missing_ip",
     "invalid_ip",
@@ -45,6 +45,7 @@ const REJECT_REASONS: [&str; 10] = [
     "unauthorized",
     "rate_limited",
     "request_timeout",
+    "storage_unavailable",
 ];
 
 /// The ingest listener's routes as metric labels; any other path is `other`, so that scanners
@@ -258,6 +259,10 @@ async fn scrape(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         && !tokens.allow(&headers)
     {
         return ApiError::Unauthorized.into_response();
+    }
+    if state.wait_recovered().await.is_err() {
+        // A partial count would draw a drop on every dashboard; a failed scrape draws a gap.
+        return ingest::not_ready();
     }
     let wants_openmetrics = headers
         .get_all(header::ACCEPT)

@@ -12,9 +12,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::Counts;
 use super::ipv4::Ipv4Set;
 use super::ipv6::Ipv6Set;
+use super::{Counts, Run};
 
 /// Every distinct address seen, IPv4 and IPv6 kept apart, safe to share between threads.
 ///
@@ -73,6 +73,21 @@ impl ExactStore {
             }
         }
         self.ipv4.insert_many(&mut v4) + self.ipv6.insert_many(&v6)
+    }
+
+    /// Adds addresses given as bits: `ipv4` (sorted in place) and `ipv6`, which must hold no
+    /// IPv4-mapped address. Returns how many were new. For loading a snapshot, where the
+    /// addresses are already split by family.
+    pub fn insert_bits(&self, ipv4: &mut [u32], ipv6: &[u128]) -> u64 {
+        self.ipv4.insert_many(ipv4) + self.ipv6.insert_many(ipv6)
+    }
+
+    /// Calls `f` with runs of stored addresses, every address exactly once: IPv4 runs (each
+    /// ascending, one /16) first, then IPv6 runs. Locks one part of the store at a time, so
+    /// inserts go on meanwhile and may or may not be included.
+    pub fn for_each_run<E>(&self, mut f: impl FnMut(Run<'_>) -> Result<(), E>) -> Result<(), E> {
+        self.ipv4.for_each_block(|run| f(Run::Ipv4(run)))?;
+        self.ipv6.for_each_shard(|run| f(Run::Ipv6(run)))
     }
 
     /// Whether `ip` has been seen.
@@ -332,6 +347,38 @@ mod tests {
             let ipv6 = model.len() as u64 - ipv4;
             prop_assert_eq!(store.counts(), Counts { ipv4, ipv6 });
         }
+    }
+
+    #[test]
+    fn runs_give_back_every_address_once() {
+        let store = ExactStore::default();
+        let mut v4: Vec<u32> = (0..20_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
+        // One /16 past the dense threshold.
+        v4.extend((0..5_000u32).map(|i| 0x0a0a_0000 | (i * 13 % 65_536)));
+        let v6: Vec<u128> = (0..3_000u128).map(|i| 0x2001_0db8 << 96 | i << 9).collect();
+        store.insert_bits(&mut v4.clone(), &v6);
+        let (mut got4, mut got6) = (Vec::new(), Vec::new());
+        store
+            .for_each_run(|run| {
+                match run {
+                    Run::Ipv4(r) => {
+                        assert!(r.is_sorted() && r.iter().all(|a| a >> 16 == r[0] >> 16));
+                        got4.extend_from_slice(r);
+                    }
+                    Run::Ipv6(r) => got6.extend_from_slice(r),
+                }
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        v4.sort_unstable();
+        v4.dedup();
+        let mut v6 = v6;
+        v6.sort_unstable();
+        got6.sort_unstable();
+        assert!(got4.is_sorted());
+        assert_eq!((got4, got6), (v4, v6));
     }
 
     /// Four threads insert the same addresses in batches, in different orders: each address is

@@ -135,6 +135,36 @@ impl Ipv4Set {
         self.block(ip).lock().contains(ip as u16)
     }
 
+    /// Calls `f` with the members of each non-empty /16 in ascending order, locking one block
+    /// at a time: addresses added meanwhile may or may not be included.
+    pub(super) fn for_each_block<E>(
+        &self,
+        mut f: impl FnMut(&[u32]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut members = Vec::with_capacity(1 << 16);
+        for (high, block) in (0u32..).zip(&self.blocks) {
+            members.clear();
+            match &*block.lock() {
+                Block::Sparse(lows) => {
+                    members.extend(lows.iter().map(|&low| high << 16 | u32::from(low)));
+                }
+                Block::Dense(bits) => {
+                    for (word, &set) in (0u32..).zip(bits.iter()) {
+                        let mut set = set;
+                        while set != 0 {
+                            members.push(high << 16 | word << 6 | set.trailing_zeros());
+                            set &= set - 1;
+                        }
+                    }
+                }
+            }
+            if !members.is_empty() {
+                f(&members)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Distinct addresses, O(1).
     pub(super) fn len(&self) -> u64 {
         self.len.load(Ordering::Relaxed)

@@ -118,6 +118,23 @@ impl Ipv6Set {
         shard.lock().find(hash, |&x| x == ip).is_some()
     }
 
+    /// Calls `f` with the members of each non-empty shard, locking one shard at a time:
+    /// addresses added meanwhile may or may not be included.
+    pub(super) fn for_each_shard<E>(
+        &self,
+        mut f: impl FnMut(&[u128]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut members = Vec::new();
+        for shard in &self.shards {
+            members.clear();
+            members.extend(shard.0.lock().iter().copied());
+            if !members.is_empty() {
+                f(&members)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Distinct addresses, O(1).
     pub(super) fn len(&self) -> u64 {
         self.len.load(Ordering::Relaxed)

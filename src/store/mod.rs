@@ -28,6 +28,15 @@ impl Counts {
     }
 }
 
+/// A run of stored addresses, from [`Store::for_each_run`].
+#[derive(Debug, Clone, Copy)]
+pub enum Run<'a> {
+    /// IPv4 addresses as bits, ascending.
+    Ipv4(&'a [u32]),
+    /// IPv6 addresses as bits, never IPv4-mapped, in no order.
+    Ipv6(&'a [u128]),
+}
+
 /// A set of distinct client addresses, shared by every request handler.
 #[derive(Debug)]
 pub enum Store {
@@ -53,6 +62,22 @@ impl Store {
     pub fn insert_many(&self, ips: &[IpAddr]) -> u64 {
         match self {
             Store::Exact(s) => s.insert_many(ips),
+        }
+    }
+
+    /// Adds addresses already split by family (see [`ExactStore::insert_bits`]); returns how
+    /// many were new.
+    pub fn insert_bits(&self, ipv4: &mut [u32], ipv6: &[u128]) -> u64 {
+        match self {
+            Store::Exact(s) => s.insert_bits(ipv4, ipv6),
+        }
+    }
+
+    /// Calls `f` with runs that together hold every stored address once (see
+    /// [`ExactStore::for_each_run`]).
+    pub fn for_each_run<E>(&self, f: impl FnMut(Run<'_>) -> Result<(), E>) -> Result<(), E> {
+        match self {
+            Store::Exact(s) => s.for_each_run(f),
         }
     }
 

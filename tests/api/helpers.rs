@@ -69,6 +69,19 @@ impl Reply {
         }
     }
 
+    /// Reads a whole response, or `None` when the connection breaks before its end (a killed
+    /// server).
+    pub async fn read_lossy(response: reqwest::Response) -> Option<Reply> {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.ok()?;
+        Some(Reply {
+            status,
+            headers,
+            text,
+        })
+    }
+
     /// The body parsed as JSON; panics with the body when it is not JSON.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|e| {
@@ -132,6 +145,7 @@ pub struct TestApp {
     /// The client every helper method uses.
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
+    _data: tempfile::TempDir,
 }
 
 impl TestApp {
@@ -140,13 +154,17 @@ impl TestApp {
         TestApp::spawn_with(&[]).await
     }
 
-    /// The service with extra flags, e.g. `&["--max-body-bytes=1KiB"]`.
+    /// The service with extra flags, e.g. `&["--max-body-bytes=1KiB"]`, and a data directory
+    /// of its own, removed on drop.
     pub async fn spawn_with(flags: &[&str]) -> TestApp {
+        let data = tempfile::tempdir().expect("temp dir");
+        let data_dir = format!("--data-dir={}", data.path().display());
         let args = [
             "ip-counter",
             "--log-port=0",
             "--metrics-port=0",
             "--server-host=127.0.0.1",
+            &data_dir,
         ]
         .into_iter()
         .chain(flags.iter().copied());
@@ -163,11 +181,29 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        TestApp {
+        let app = TestApp {
             ingest,
             metrics,
             client: client(),
             shutdown: Some(tx),
+            _data: data,
+        };
+        // Over TLS the plain client cannot ask; requests wait for recovery anyway.
+        if !flags.iter().any(|f| f.starts_with("--tls-cert")) {
+            app.wait_ready().await;
+        }
+        app
+    }
+
+    /// Polls `/ready` until it answers 200: the data directory has been read back.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.ready().await.status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "/ready did not turn 200 within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -562,6 +598,41 @@ impl ServerProcess {
     pub async fn health(&self) -> Reply {
         let request = self.client.get(self.ingest_url("/health"));
         Reply::read(request.send().await.expect("GET /health")).await
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would end it, and reaps it.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `POST /logs` of `lines` as one NDJSON batch of `{"ip":...}` entries; returns the reply.
+    pub async fn post_batch(&self, ips: &[String]) -> Reply {
+        let body: String = ips
+            .iter()
+            .map(|ip| format!("{}\n", serde_json::json!({ "ip": ip })))
+            .collect();
+        let request = self
+            .client
+            .post(self.ingest_url("/logs"))
+            .header("content-type", "application/x-ndjson")
+            .body(body);
+        Reply::read(request.send().await.expect("POST /logs")).await
+    }
+
+    /// The distinct count as `/stats` reports it.
+    pub async fn unique_count(&self) -> u64 {
+        let request = self.client.get(self.ingest_url("/stats"));
+        let reply = Reply::read(request.send().await.expect("GET /stats")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json()["unique_ip_addresses"]
+            .as_u64()
+            .expect("a count")
     }
 
     /// Sends a signal (`"TERM"`, `"INT"`) with `kill`.

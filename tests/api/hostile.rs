@@ -87,7 +87,8 @@ fn any_body_gets_a_json_2xx_or_4xx_and_the_count_moves_only_by_what_was_new() {
         .enable_all()
         .build()
         .unwrap();
-    let config = Config::from_args(["ip-counter", "--max-body-bytes=4KiB"]).unwrap();
+    let config =
+        Config::from_args(["ip-counter", "--max-body-bytes=4KiB", "--persistence=off"]).unwrap();
     let state = Arc::new(AppState::new(Store::exact(), &config));
     let app = router(state.clone());
     let cases = (

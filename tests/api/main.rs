@@ -14,6 +14,7 @@ mod logs;
 mod metrics;
 mod nginx;
 mod openapi;
+mod persistence;
 mod prometheus;
 mod schemathesis;
 mod send;

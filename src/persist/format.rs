@@ -1,0 +1,472 @@
+//! The bytes of the data directory's files, version 1: the address log and the snapshot.
+//!
+//! Both are a header followed by frames. A frame is a run of fixed-size records with its own
+//! checksums:
+//!
+//! ```text
+//! frame   := count: u32 LE | payload_crc: u32 LE | header_crc: u32 LE | count × record
+//! payload_crc = CRC-32 (IEEE) of the records; header_crc = CRC-32 of the frame's first 8 bytes
+//! ```
+//!
+//! Log records are 16 bytes, an IPv6 address in network order, IPv4 as IPv4-mapped
+//! (`::ffff:a.b.c.d`); one frame is one write. Snapshot frames hold 4-byte IPv4 records
+//! (ascending) and then 16-byte IPv6 records. Integers are little-endian, addresses big-endian,
+//! as a hex dump shows them.
+//!
+//! The header checksum is what lets a reader tell a torn tail from damage: a frame cut short by
+//! a crash has an intact header whose count reaches past the end of the file, while a damaged
+//! count fails the header check. [`read_frames`] stops at a torn tail and reports damage
+//! anywhere else, with its offset.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The format version written in every file header; a reader refuses any other.
+pub const VERSION: u8 = 1;
+
+const LOG_MAGIC: &[u8; 7] = b"IPCLOG\0";
+const SNAPSHOT_MAGIC: &[u8; 7] = b"IPCSNAP";
+
+/// Log header: magic (7) | version (1) | generation: u64 LE | CRC-32 of the first 16 bytes.
+pub const LOG_HEADER_LEN: usize = 20;
+
+/// Snapshot header: magic (7) | version (1) | generation: u64 LE | IPv4 count: u64 LE |
+/// IPv6 count: u64 LE | CRC-32 of the first 32 bytes | 4 zero bytes.
+pub const SNAPSHOT_HEADER_LEN: usize = 40;
+
+/// Bytes before a frame's records.
+pub const FRAME_HEADER_LEN: usize = 12;
+
+/// Most records in one frame: larger writes are split. A count above it is damage.
+pub const MAX_FRAME_RECORDS: usize = 1 << 20;
+
+/// Bytes of a log record.
+pub const LOG_RECORD_LEN: usize = 16;
+
+/// Records in a snapshot frame.
+pub const SNAPSHOT_FRAME_RECORDS: usize = 16 * 1024;
+
+/// Damage found at a byte offset of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Where the damaged header or frame starts.
+    pub offset: u64,
+    /// What is wrong there.
+    pub what: String,
+}
+
+fn damage(offset: usize, what: impl Into<String>) -> Damage {
+    Damage {
+        offset: offset as u64,
+        what: what.into(),
+    }
+}
+
+fn crc(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The log record of `ip`: 16 bytes, IPv4 as IPv4-mapped IPv6.
+pub fn log_record(ip: IpAddr) -> [u8; LOG_RECORD_LEN] {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address of a log record.
+pub fn log_record_addr(record: &[u8]) -> IpAddr {
+    let octets: [u8; LOG_RECORD_LEN] = record.try_into().expect("a 16-byte record");
+    IpAddr::V6(Ipv6Addr::from(octets)).to_canonical()
+}
+
+/// Appends one frame holding `payload` (a whole number of records of `record_len` bytes).
+pub fn push_frame(out: &mut Vec<u8>, record_len: usize, payload: &[u8]) {
+    debug_assert_eq!(payload.len() % record_len, 0);
+    let count = payload.len() / record_len;
+    debug_assert!(count > 0 && count <= MAX_FRAME_RECORDS);
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    header[..4].copy_from_slice(&(count as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&crc(payload).to_le_bytes());
+    let check = crc(&header[..8]);
+    header[8..].copy_from_slice(&check.to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(payload);
+}
+
+/// Where reading frames stopped, when no damage was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    /// Offset just past the last whole frame: the file's good length.
+    pub good_len: u64,
+    /// Bytes after it that belong to a frame cut short (a torn tail); 0 when the file ends
+    /// cleanly.
+    pub torn_bytes: u64,
+    /// Whole frames read.
+    pub frames: u64,
+}
+
+/// The frame at an offset.
+enum Frame<'a> {
+    /// Complete and intact: its records, and where the next frame starts.
+    Whole { payload: &'a [u8], next: usize },
+    /// Cut short by the end of the file, or zeros to the end: what a crash leaves.
+    Torn(&'static str),
+}
+
+fn frame_at(file: &[u8], at: usize, record_len: usize) -> Result<Frame<'_>, Damage> {
+    let rest = &file[at..];
+    if rest.len() < FRAME_HEADER_LEN {
+        return Ok(Frame::Torn("the file ends inside a frame header"));
+    }
+    if crc(&rest[..8]) != u32_at(rest, 8) {
+        // A crash after the file grew but before its pages were written leaves zeros.
+        if rest.iter().all(|&b| b == 0) {
+            return Ok(Frame::Torn("zero bytes where a frame should be"));
+        }
+        return Err(damage(at, "frame header checksum mismatch"));
+    }
+    let count = u32_at(rest, 0) as usize;
+    if count == 0 || count > MAX_FRAME_RECORDS {
+        return Err(damage(at, format!("impossible record count {count}")));
+    }
+    let len = FRAME_HEADER_LEN + count * record_len;
+    if rest.len() < len {
+        return Ok(Frame::Torn("the file ends inside a frame"));
+    }
+    let payload = &rest[FRAME_HEADER_LEN..len];
+    if crc(payload) != u32_at(rest, 4) {
+        return Err(damage(at, "frame records checksum mismatch"));
+    }
+    Ok(Frame::Whole {
+        payload,
+        next: at + len,
+    })
+}
+
+/// Reads the frames of a log from `start` to the file's end, calling `each` with every frame's
+/// records. A frame cut short by the end of the file, or zero bytes to the end, is the torn
+/// tail a crash leaves and ends the reading; a failed checksum or an impossible count is damage
+/// wherever it is.
+pub fn read_frames(
+    file: &[u8],
+    start: usize,
+    record_len: usize,
+    mut each: impl FnMut(&[u8]),
+) -> Result<End, Damage> {
+    let mut at = start;
+    let mut frames = 0;
+    while at < file.len() {
+        match frame_at(file, at, record_len)? {
+            Frame::Whole { payload, next } => {
+                each(payload);
+                frames += 1;
+                at = next;
+            }
+            Frame::Torn(_) => {
+                return Ok(End {
+                    good_len: at as u64,
+                    torn_bytes: (file.len() - at) as u64,
+                    frames,
+                });
+            }
+        }
+    }
+    Ok(End {
+        good_len: at as u64,
+        torn_bytes: 0,
+        frames,
+    })
+}
+
+/// The header of log file `generation`.
+pub fn log_header(generation: u64) -> [u8; LOG_HEADER_LEN] {
+    let mut header = [0u8; LOG_HEADER_LEN];
+    header[..7].copy_from_slice(LOG_MAGIC);
+    header[7] = VERSION;
+    header[8..16].copy_from_slice(&generation.to_le_bytes());
+    let check = crc(&header[..16]);
+    header[16..].copy_from_slice(&check.to_le_bytes());
+    header
+}
+
+/// Checks a log file's header; returns its generation.
+pub fn read_log_header(file: &[u8]) -> Result<u64, Damage> {
+    let header = file
+        .get(..LOG_HEADER_LEN)
+        .ok_or_else(|| damage(0, "shorter than a log header"))?;
+    check_header(header, LOG_MAGIC, "log", 16)?;
+    Ok(u64_at(header, 8))
+}
+
+/// Checks magic, version and the header's own checksum, stored at `crc_at` over the bytes
+/// before it.
+fn check_header(header: &[u8], magic: &[u8; 7], kind: &str, crc_at: usize) -> Result<(), Damage> {
+    if &header[..7] != magic {
+        return Err(damage(0, format!("not an ip-counter {kind} file")));
+    }
+    if header[7] != VERSION {
+        return Err(damage(
+            7,
+            format!(
+                "format version {} (this build reads version {VERSION})",
+                header[7]
+            ),
+        ));
+    }
+    if crc(&header[..crc_at]) != u32_at(header, crc_at) {
+        return Err(damage(0, "header checksum mismatch"));
+    }
+    Ok(())
+}
+
+/// What a snapshot header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    /// The first log generation the snapshot does not include.
+    pub generation: u64,
+    /// IPv4 records that follow.
+    pub ipv4: u64,
+    /// IPv6 records after them.
+    pub ipv6: u64,
+}
+
+impl SnapshotHeader {
+    /// The header's bytes.
+    pub fn encode(&self) -> [u8; SNAPSHOT_HEADER_LEN] {
+        let mut header = [0u8; SNAPSHOT_HEADER_LEN];
+        header[..7].copy_from_slice(SNAPSHOT_MAGIC);
+        header[7] = VERSION;
+        header[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        header[16..24].copy_from_slice(&self.ipv4.to_le_bytes());
+        header[24..32].copy_from_slice(&self.ipv6.to_le_bytes());
+        let check = crc(&header[..32]);
+        header[32..36].copy_from_slice(&check.to_le_bytes());
+        header
+    }
+}
+
+/// Reads a whole snapshot, calling `ipv4` and `ipv6` with each frame's addresses. Any damage,
+/// a missing or extra byte included, is an error: a snapshot is complete before it is renamed
+/// into place.
+pub fn read_snapshot(
+    file: &[u8],
+    mut ipv4: impl FnMut(&mut Vec<u32>),
+    mut ipv6: impl FnMut(&[u128]),
+) -> Result<SnapshotHeader, Damage> {
+    let header = file
+        .get(..SNAPSHOT_HEADER_LEN)
+        .ok_or_else(|| damage(0, "shorter than a snapshot header"))?;
+    check_header(header, SNAPSHOT_MAGIC, "snapshot", 32)?;
+    let head = SnapshotHeader {
+        generation: u64_at(header, 8),
+        ipv4: u64_at(header, 16),
+        ipv6: u64_at(header, 24),
+    };
+    let mut v4 = Vec::new();
+    let mut at = SNAPSHOT_HEADER_LEN;
+    // Every frame must be whole: a snapshot is complete before it is renamed into place.
+    let next_frame = |at: usize, record_len: usize| match frame_at(file, at, record_len)? {
+        Frame::Whole { payload, next } => Ok((payload, next)),
+        Frame::Torn(what) => Err(damage(at, what)),
+    };
+    let mut left = head.ipv4;
+    while left > 0 {
+        let (payload, next) = next_frame(at, 4)?;
+        v4.clear();
+        v4.extend(
+            payload
+                .chunks_exact(4)
+                .map(|r| u32::from_be_bytes(r.try_into().expect("4 bytes"))),
+        );
+        left = left
+            .checked_sub(v4.len() as u64)
+            .ok_or_else(|| damage(at, "more IPv4 records than the header counts"))?;
+        ipv4(&mut v4);
+        at = next;
+    }
+    let mut v6 = Vec::new();
+    let mut left = head.ipv6;
+    while left > 0 {
+        let (payload, next) = next_frame(at, 16)?;
+        v6.clear();
+        v6.extend(
+            payload
+                .chunks_exact(16)
+                .map(|r| u128::from_be_bytes(r.try_into().expect("16 bytes"))),
+        );
+        left = left
+            .checked_sub(v6.len() as u64)
+            .ok_or_else(|| damage(at, "more IPv6 records than the header counts"))?;
+        ipv6(&v6);
+        at = next;
+    }
+    if at != file.len() {
+        return Err(damage(at, "bytes after the last record the header counts"));
+    }
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(frames: &[&[IpAddr]]) -> Vec<u8> {
+        let mut file = log_header(7).to_vec();
+        for frame in frames {
+            let payload: Vec<u8> = frame.iter().flat_map(|&ip| log_record(ip)).collect();
+            push_frame(&mut file, LOG_RECORD_LEN, &payload);
+        }
+        file
+    }
+
+    fn read_log(file: &[u8]) -> Result<(Vec<IpAddr>, End), Damage> {
+        assert_eq!(read_log_header(file)?, 7);
+        let mut ips = Vec::new();
+        let end = read_frames(file, LOG_HEADER_LEN, LOG_RECORD_LEN, |payload| {
+            ips.extend(payload.chunks_exact(LOG_RECORD_LEN).map(log_record_addr));
+        })?;
+        Ok((ips, end))
+    }
+
+    fn ips(n: u32) -> Vec<IpAddr> {
+        (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    IpAddr::V6(Ipv6Addr::from_bits(0x2001_0db8 << 96 | u128::from(i)))
+                } else {
+                    IpAddr::V4(std::net::Ipv4Addr::from_bits(i.wrapping_mul(2_654_435_761)))
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_keep_both_families_and_map_ipv4() {
+        let mapped: IpAddr = "::ffff:1.2.3.4".parse().unwrap();
+        assert_eq!(
+            log_record_addr(&log_record(mapped)),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        for ip in ips(30) {
+            assert_eq!(log_record_addr(&log_record(ip)), ip);
+        }
+    }
+
+    #[test]
+    fn a_log_reads_back_its_frames() {
+        let all = ips(10);
+        let file = log_with(&[&all[..1], &all[1..7], &all[7..]]);
+        let (read, end) = read_log(&file).unwrap();
+        assert_eq!(read, all);
+        assert_eq!(
+            end,
+            End {
+                good_len: file.len() as u64,
+                torn_bytes: 0,
+                frames: 3
+            }
+        );
+    }
+
+    /// Every cut inside the last frame keeps the frames before it and reports the rest torn.
+    #[test]
+    fn a_torn_tail_is_dropped_at_every_offset() {
+        let all = ips(9);
+        let file = log_with(&[&all[..4], &all[4..]]);
+        let last = LOG_HEADER_LEN + FRAME_HEADER_LEN + 4 * LOG_RECORD_LEN;
+        for cut in last..file.len() {
+            let (read, end) = read_log(&file[..cut]).unwrap();
+            assert_eq!(read, all[..4], "cut at {cut}");
+            assert_eq!(end.good_len, last as u64);
+            assert_eq!(end.torn_bytes, (cut - last) as u64);
+        }
+        let mut zeroed = file[..last].to_vec();
+        zeroed.extend([0u8; 100]);
+        assert_eq!(read_log(&zeroed).unwrap().1.torn_bytes, 100);
+    }
+
+    /// A flipped byte anywhere before the last frame is damage at that frame, never a tail.
+    #[test]
+    fn a_flipped_byte_is_damage_with_its_frame_offset() {
+        let all = ips(9);
+        let file = log_with(&[&all[..4], &all[4..6], &all[6..]]);
+        let second = LOG_HEADER_LEN + FRAME_HEADER_LEN + 4 * LOG_RECORD_LEN;
+        for at in LOG_HEADER_LEN..file.len() {
+            let mut bad = file.clone();
+            bad[at] ^= 0x40;
+            let frame = if at < second {
+                LOG_HEADER_LEN
+            } else if at < second + FRAME_HEADER_LEN + 2 * LOG_RECORD_LEN {
+                second
+            } else {
+                second + FRAME_HEADER_LEN + 2 * LOG_RECORD_LEN
+            };
+            let err = read_log(&bad).expect_err(&format!("flip at {at}"));
+            assert_eq!(err.offset, frame as u64, "flip at {at}: {err:?}");
+        }
+        for at in 0..LOG_HEADER_LEN {
+            let mut bad = file.clone();
+            bad[at] ^= 0x01;
+            assert!(read_log_header(&bad).is_err(), "header flip at {at}");
+        }
+    }
+
+    fn snapshot(v4: &[u32], v6: &[u128]) -> Vec<u8> {
+        let mut file = SnapshotHeader {
+            generation: 3,
+            ipv4: v4.len() as u64,
+            ipv6: v6.len() as u64,
+        }
+        .encode()
+        .to_vec();
+        for chunk in v4.chunks(SNAPSHOT_FRAME_RECORDS) {
+            let payload: Vec<u8> = chunk.iter().flat_map(|a| a.to_be_bytes()).collect();
+            push_frame(&mut file, 4, &payload);
+        }
+        for chunk in v6.chunks(SNAPSHOT_FRAME_RECORDS) {
+            let payload: Vec<u8> = chunk.iter().flat_map(|a| a.to_be_bytes()).collect();
+            push_frame(&mut file, 16, &payload);
+        }
+        file
+    }
+
+    fn read_back(file: &[u8]) -> Result<(SnapshotHeader, Vec<u32>, Vec<u128>), Damage> {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        let head = read_snapshot(
+            file,
+            |r| v4.extend_from_slice(r),
+            |r| v6.extend_from_slice(r),
+        )?;
+        Ok((head, v4, v6))
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_and_refuses_any_damage() {
+        let v4: Vec<u32> = (0..40_000).map(|i| i * 7).collect();
+        let v6: Vec<u128> = (0..20_000).map(|i| u128::MAX - i).collect();
+        let file = snapshot(&v4, &v6);
+        let (head, r4, r6) = read_back(&file).unwrap();
+        assert_eq!((head.generation, r4, r6), (3, v4.clone(), v6.clone()));
+        assert_eq!(read_back(&snapshot(&[], &[])).unwrap().1, Vec::<u32>::new());
+
+        for at in (0..file.len()).step_by(997).chain([file.len() - 1]) {
+            let mut bad = file.clone();
+            bad[at] ^= 0x10;
+            assert!(read_back(&bad).is_err(), "flip at {at}");
+        }
+        for cut in [0, 39, 40, 41, 1000, file.len() - 1] {
+            assert!(read_back(&file[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        assert!(read_back(&longer).is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! Persistence with the real binary: restarts, kill -9 under load in both durability modes,
+//! torn and damaged files, a full disk (a file size limit set with prlimit) and two processes
+//! on one data directory.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::helpers::{Finished, Reply, ServerProcess, require_tool, run_to_exit};
+
+fn data_dir_flag(dir: &Path) -> String {
+    format!("--data-dir={}", dir.display())
+}
+
+fn start(dir: &Path, extra: &[&str]) -> ServerProcess {
+    let flag = data_dir_flag(dir);
+    let mut flags = vec![flag.as_str()];
+    flags.extend_from_slice(extra);
+    ServerProcess::start(&flags, &[])
+}
+
+/// Runs the binary on `dir` and expects it to refuse to start.
+fn start_refused(dir: &Path) -> Finished {
+    let flag = data_dir_flag(dir);
+    let args = [
+        "--log-port=0",
+        "--metrics-port=0",
+        "--server-host=127.0.0.1",
+        flag.as_str(),
+    ];
+    let finished = run_to_exit(&args, &[], Duration::from_secs(20));
+    assert!(
+        !finished.status.success(),
+        "started on a damaged directory: {finished:?}"
+    );
+    finished
+}
+
+fn verify(dir: &Path) -> Finished {
+    run_to_exit(
+        &["verify", &dir.display().to_string()],
+        &[],
+        Duration::from_secs(20),
+    )
+}
+
+/// The data directory's log files, oldest first.
+fn logs(dir: &Path) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("log-"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+fn addresses(from: u32, n: u32) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            if i % 5 == 0 {
+                format!("2001:db8::{:x}:{:x}", i >> 16, i & 0xffff)
+            } else {
+                std::net::Ipv4Addr::from_bits(0x0a00_0000 + i).to_string()
+            }
+        })
+        .collect()
+}
+
+/// Every address of `acked` is counted (re-posting them all finds none new) and the count is
+/// at least theirs and at most `sent`.
+async fn assert_kept(server: &ServerProcess, acked: &HashSet<String>, sent: usize) {
+    let count = server.unique_count().await;
+    assert!(
+        count >= acked.len() as u64 && count <= sent as u64,
+        "count {count}, acknowledged {}, sent {sent}",
+        acked.len()
+    );
+    let acked: Vec<String> = acked.iter().cloned().collect();
+    for chunk in acked.chunks(5_000) {
+        let reply = server.post_batch(chunk).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(
+            reply.json()["new_ips"],
+            0,
+            "an acknowledged address was lost: {}",
+            reply.text
+        );
+    }
+    assert_eq!(server.unique_count().await, count);
+}
+
+#[tokio::test]
+async fn the_count_survives_a_restart_and_shutdown_syncs_it() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = start(data.path(), &[]);
+    let ips = addresses(0, 40);
+    for ip in &ips[..30] {
+        assert_eq!(server.post_ip(ip).await.status, 200);
+    }
+    assert_eq!(server.post_batch(&ips[20..]).await.json()["new_ips"], 10);
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+
+    let server = start(data.path(), &[]);
+    assert_eq!(server.unique_count().await, 40);
+    let reply = server.post_ip(&ips[7]).await;
+    assert_eq!(reply.json()["message"], "IP already seen", "{}", reply.text);
+    let metrics = server
+        .client
+        .get(format!("http://{}/metrics", server.metrics))
+        .send()
+        .await
+        .unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("\nunique_ip_addresses 40\n"), "{text}");
+}
+
+#[tokio::test]
+async fn persistence_off_writes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("never");
+    let server = start(&dir, &["--persistence=off"]);
+    assert_eq!(server.post_ip("1.2.3.4").await.status, 200);
+    assert!(!dir.exists());
+}
+
+/// Each cycle starts the service on the same directory, checks that everything acknowledged
+/// before is still counted, then puts it under load from 6 clients (single entries, batches and
+/// repeats) and kills it with SIGKILL after a seeded random delay.
+async fn crash_cycles(durability: &str, kills: usize, seed: u64) {
+    let data = tempfile::tempdir().unwrap();
+    let mode = format!("--durability={durability}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let acked = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let sent = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let mut next = 0u32;
+    for cycle in 0..=kills {
+        let mut server = start(data.path(), &[&mode]);
+        let known = acked.lock().unwrap().clone();
+        let sent_so_far = sent.lock().unwrap().len();
+        assert_kept(&server, &known, sent_so_far).await;
+        if cycle == kills {
+            break;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for client in 0..6u32 {
+            let (acked, sent, stop) = (acked.clone(), sent.clone(), stop.clone());
+            let url = server.ingest_url("/logs");
+            let http = server.client.clone();
+            let base = next + client * 100_000;
+            clients.push(tokio::spawn(async move {
+                for i in 0u32.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let batch = i % 7 == 6;
+                    let ips = addresses(base + i * 10, if batch { 10 } else { 1 });
+                    sent.lock().unwrap().extend(ips.iter().cloned());
+                    let request = if batch {
+                        let body: String = ips
+                            .iter()
+                            .map(|ip| format!("{{\"ip\":\"{ip}\"}}\n"))
+                            .collect();
+                        http.post(&url)
+                            .header("content-type", "application/x-ndjson")
+                            .body(body)
+                    } else {
+                        let body = format!("{{\"ip\":\"{}\"}}", ips[0]);
+                        http.post(&url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                    };
+                    let Ok(response) = request.send().await else {
+                        break;
+                    };
+                    let reply = Reply::read_lossy(response).await;
+                    match reply {
+                        Some(reply) if reply.status == 200 => {
+                            acked.lock().unwrap().extend(ips);
+                        }
+                        Some(reply) => panic!("unexpected reply {} {}", reply.status, reply.text),
+                        None => break,
+                    }
+                }
+            }));
+        }
+        next += 6 * 100_000;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..300))).await;
+        server.kill_9();
+        stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.await.unwrap();
+        }
+    }
+    assert!(
+        acked.lock().unwrap().len() > 100,
+        "the load reached the service"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_acknowledged_address_buffered() {
+    crash_cycles("buffered", 11, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_acknowledged_address_fsync() {
+    crash_cycles("fsync", 11, 5).await;
+}
+
+/// Kills the service right after a batch of 5 new addresses (the log's last frame), then cuts
+/// the log at every offset inside that frame: each cut keeps the 20 addresses before it.
+#[tokio::test]
+async fn a_torn_last_write_is_dropped_at_every_offset() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = start(data.path(), &[]);
+    let ips = addresses(0, 25);
+    for ip in &ips[..20] {
+        assert_eq!(server.post_ip(ip).await.status, 200);
+    }
+    assert_eq!(server.post_batch(&ips[20..]).await.json()["new_ips"], 5);
+    server.kill_9();
+    let [log] = &logs(data.path())[..] else {
+        panic!("one log expected: {:?}", logs(data.path()))
+    };
+    let bytes = std::fs::read(log).unwrap();
+    let last = bytes.len() - (12 + 5 * 16);
+    for cut in last..bytes.len() {
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::write(copy.path().join(log.file_name().unwrap()), &bytes[..cut]).unwrap();
+        let report = verify(copy.path());
+        assert!(report.status.success(), "cut at {cut}: {report:?}");
+        assert!(
+            report
+                .stdout
+                .contains("unique addresses: 20 (16 IPv4, 4 IPv6)"),
+            "cut at {cut}: {}",
+            report.stdout
+        );
+        if cut > last {
+            let torn = format!("torn tail of {} bytes at offset {last}", cut - last);
+            assert!(
+                report.stdout.contains(&torn),
+                "cut at {cut}: {}",
+                report.stdout
+            );
+        }
+        if [last + 1, last + 40, bytes.len() - 1].contains(&cut) {
+            // The service starts, drops the torn bytes, and what it writes next reads back.
+            let mut server = start(copy.path(), &[]);
+            assert_eq!(server.unique_count().await, 20, "cut at {cut}");
+            assert_eq!(server.post_batch(&ips[20..]).await.json()["new_ips"], 5);
+            server.kill_9();
+            let server = start(copy.path(), &[]);
+            assert_eq!(server.unique_count().await, 25, "cut at {cut}");
+        }
+    }
+}
+
+fn flip(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_the_log_or_the_snapshot_stops_the_start() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = start(data.path(), &[]);
+    for ip in addresses(0, 10) {
+        assert_eq!(server.post_ip(&ip).await.status, 200);
+    }
+    server.kill_9();
+
+    // Byte 3 of the first record of the first frame (the header is 20 bytes, a frame's 12).
+    let log = logs(data.path()).remove(0);
+    flip(&log, 20 + 12 + 3);
+    let refused = start_refused(data.path());
+    let name = log.file_name().unwrap().to_str().unwrap();
+    assert!(
+        refused.stderr.contains(name) && refused.stderr.contains("byte offset 20"),
+        "{}",
+        refused.stderr
+    );
+    let report = verify(data.path());
+    assert_eq!(report.status.code(), Some(1), "{report:?}");
+    assert!(
+        report.stderr.contains("byte offset 20"),
+        "{}",
+        report.stderr
+    );
+
+    // Undo it; a restart folds the log into a snapshot, which is then damaged.
+    flip(&log, 20 + 12 + 3);
+    let mut server = start(data.path(), &[]);
+    assert_eq!(server.unique_count().await, 10);
+    let snapshot = data.path().join("snapshot.bin");
+    for _ in 0..200 {
+        if snapshot.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let len = std::fs::metadata(&snapshot).unwrap().len() as usize;
+    flip(&snapshot, len - 5);
+    let refused = start_refused(data.path());
+    assert!(
+        refused.stderr.contains("snapshot.bin") && refused.stderr.contains("checksum"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_directory_exits_with_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let _first = start(data.path(), &[]);
+    let second = start_refused(data.path());
+    assert!(
+        second
+            .stderr
+            .contains("in use by another ip-counter process"),
+        "{}",
+        second.stderr
+    );
+}
+
+fn prlimit(pid: u32, fsize: &str) {
+    let status = std::process::Command::new(require_tool("prlimit"))
+        .args([format!("--pid={pid}"), format!("--fsize={fsize}")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit --fsize={fsize}");
+}
+
+/// With a file size limit just above the log's size, new addresses are refused with 503
+/// `storage_unavailable` while repeats and reads go on; raising the limit lets writes resume,
+/// and a restart finds every acknowledged address and none of the refused ones.
+#[tokio::test]
+async fn a_full_disk_answers_503_and_writes_resume_when_it_recovers() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = start(data.path(), &[]);
+    let ips = addresses(0, 200);
+    let mut acked = HashSet::new();
+    for ip in &ips[..10] {
+        assert_eq!(server.post_ip(ip).await.status, 200);
+        acked.insert(ip.clone());
+    }
+    let log = logs(data.path()).remove(0);
+    let size = std::fs::metadata(&log).unwrap().len();
+    prlimit(server.pid(), &format!("{}:unlimited", size + 100));
+
+    let mut refused = None;
+    for ip in &ips[10..] {
+        let reply = server.post_ip(ip).await;
+        if reply.status == 200 {
+            acked.insert(ip.clone());
+            continue;
+        }
+        reply.assert_error(503, "storage_unavailable");
+        assert_eq!(reply.header("retry-after"), "1");
+        refused = Some(ip.clone());
+        break;
+    }
+    let refused = refused.expect("a write past the limit is refused");
+    assert!(acked.len() < 20, "{} acknowledged", acked.len());
+    server
+        .post_batch(&ips[150..])
+        .await
+        .assert_error(503, "storage_unavailable");
+    let repeat = server.post_ip(&ips[0]).await;
+    assert_eq!(
+        repeat.json()["message"],
+        "IP already seen",
+        "{}",
+        repeat.text
+    );
+    assert_eq!(server.unique_count().await, acked.len() as u64);
+
+    prlimit(server.pid(), "unlimited");
+    let retried = server.post_ip(&refused).await;
+    assert_eq!(
+        retried.json()["message"],
+        "New IP logged",
+        "{}",
+        retried.text
+    );
+    acked.insert(refused);
+    server.kill_9();
+
+    let server = start(data.path(), &[]);
+    assert_kept(&server, &acked, acked.len()).await;
+}
