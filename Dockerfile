@@ -34,13 +34,15 @@ RUN groupadd --system --gid 10001 ip-counter \
         --create-home --shell /usr/sbin/nologin ip-counter
 COPY --from=builder /usr/local/bin/ip-counter /usr/local/bin/ip-counter
 
-# The working directory is the user's own, so relative paths the service may write to are writable.
-# When persistence lands (DATA_DIR, default ./data), mount a volume there, e.g.
-#   ENV DATA_DIR=/data  +  RUN install -d -o ip-counter -g ip-counter /data  +  VOLUME /data
+# The count lives in DATA_DIR: a volume, owned by the service's user, so that it survives the
+# container. Mount persistent storage there (docker run -v ip-counter-data:/data ...).
+RUN install -d -o ip-counter -g ip-counter /data
+VOLUME /data
 WORKDIR /var/lib/ip-counter
 USER ip-counter:ip-counter
 
 ENV SERVER_HOST=0.0.0.0 \
+    DATA_DIR=/data \
     LOG_PORT=5000 \
     METRICS_PORT=9102 \
     LOG_LEVEL=info \

@@ -9,7 +9,7 @@ IMAGE        ?= ip-counter:latest
 LOG_PORT     ?= 5000
 METRICS_PORT ?= 9102
 
-.PHONY: help build run dev test test-unit test-integration bench load-test security-cost fuzz chaos memory coverage \
+.PHONY: help build run dev test test-unit test-integration bench load-test durability-cost restart-time security-cost fuzz chaos memory coverage \
         fmt lint audit check ci docs docker-build docker-run install-dev-deps
 
 help: ## List the targets with a one-line description
@@ -40,6 +40,12 @@ bench-batch: ; scripts/bench-batch.sh ## Bulk-ingest figures: HTTP batches vs ba
 
 load-test: ## wrk load test: the service against a bare hyper server (ROUNDS=3 DURATION=10s)
 	scripts/load-test.sh
+
+durability-cost: ## Throughput memory-only vs DURABILITY=buffered vs fsync, as ratios (ROUNDS=3)
+	scripts/durability-cost.sh
+
+restart-time: ## Time from start to /ready 200 on a data directory of 10M IPv4 + 1M IPv6, and its bytes per address
+	scripts/restart-time.sh
 
 security-cost: ## Throughput of the service with AUTH_TOKEN, TLS and both, as ratios to plain (ROUNDS=3)
 	scripts/security-cost.sh

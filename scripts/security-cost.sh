@@ -28,63 +28,11 @@ certs=$(mktemp -d "${TMPDIR:-/tmp}/ip-counter-certs.XXXXXX")
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
     -keyout "$certs/key.pem" -out "$certs/cert.pem" 2>/dev/null
 
-variants=(plain auth tls auth+tls)
-pids=()
-stop() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$certs"
+variant_env() {
+    case "$1" in auth*) echo "AUTH_TOKEN=$TOKEN" ;; esac
+    case "$1" in *tls) printf '%s\n' "TLS_CERT=$certs/cert.pem" "TLS_KEY=$certs/key.pem" ;; esac
 }
-trap stop EXIT
-trap 'exit 130' INT TERM
-
-port_of() { local i; for i in "${!variants[@]}"; do [ "${variants[$i]}" = "$1" ] && echo $((BASE_PORT + i)); done; }
-url_of() { case "$1" in *tls) echo "https://$HOST:$(port_of "$1")/logs" ;; *) echo "http://$HOST:$(port_of "$1")/logs" ;; esac; }
-for i in "${!variants[@]}"; do
-    v=${variants[$i]}
-    env=(LOG_PORT=$((BASE_PORT + i)) METRICS_PORT=$((BASE_PORT + 100 + i)) SERVER_HOST=$HOST LOG_LEVEL=warn)
-    case "$v" in auth*) env+=(AUTH_TOKEN=$TOKEN) ;; esac
-    case "$v" in *tls) env+=(TLS_CERT=$certs/cert.pem TLS_KEY=$certs/key.pem) ;; esac
-    env "${env[@]}" target/release/ip-counter >"$OUT/$v.log" 2>&1 </dev/null &
-    pids+=($!)
-done
-for v in "${variants[@]}"; do
-    ready=
-    for _ in $(seq 100); do
-        curl -fsSk -o /dev/null --max-time 1 "$(url_of "$v" | sed 's|/logs$|/ready|')" 2>/dev/null && ready=1 && break
-        sleep 0.1
-    done
-    [ -n "$ready" ] || { cat "$OUT/$v.log" >&2; die "$v not ready after 10 s"; }
-done
-
-declare -A ratios rates
-echo "security-cost: $ROUNDS rounds of wrk -t$THREADS -c$CONNECTIONS -d${dur_s}s per variant, rotating order" >&2
-for round in $(seq "$ROUNDS"); do
-    order=("${variants[@]:$(((round - 1) % 4))}" "${variants[@]:0:$(((round - 1) % 4))}")
-    declare -A rps=()
-    for v in "${order[@]}"; do
-        case "$v" in auth*) export WRK_BEARER_TOKEN=$TOKEN ;; *) export WRK_BEARER_TOKEN= ;; esac
-        rps[$v]=$(wrk_rps "$v" "$(url_of "$v")" "$round")
-    done
-    line="round $round (${order[*]}):"
-    for v in "${variants[@]}"; do
-        r=$(awk -v a="${rps[$v]}" -v b="${rps[plain]}" 'BEGIN {printf "%.3f", a / b}')
-        ratios[$v]+="$r "
-        rates[$v]+="${rps[$v]} "
-        line+=" $v $(printf '%.0f' "${rps[$v]}") req/s ($r)"
-    done
-    echo "security-cost: $line" >&2
-done
-
-echo
-echo "### Cost of auth and TLS ($(date -u +%Y-%m-%d), $(nproc) CPUs, load average $(cut -d" " -f1 /proc/loadavg) at the end)"
-echo
-echo "\`wrk -t$THREADS -c$CONNECTIONS -d${dur_s}s -s scripts/random-ip.lua\`, $ROUNDS rounds in rotating order; ratio to plain in the same round."
-echo
-echo "| variant | median req/s | median ratio to plain | ratios by round |"
-echo "|---|---:|---:|---|"
-for v in "${variants[@]}"; do
-    med_rps=$(tr ' ' '\n' <<<"${rates[$v]}" | grep . | median)
-    med_ratio=$(tr ' ' '\n' <<<"${ratios[$v]}" | grep . | median)
-    printf '| %s | %.0f | %.3f | %s |\n' "$v" "$med_rps" "$med_ratio" "${ratios[$v]% }"
-done
+variant_scheme() { case "$1" in *tls) echo https ;; *) echo http ;; esac; }
+variant_token() { case "$1" in auth*) echo "$TOKEN" ;; esac; }
+variant_cleanup() { rm -rf "$certs"; }
+compare_variants "Cost of auth and TLS" "$BASE_PORT" plain auth tls auth+tls

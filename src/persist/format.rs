@@ -270,48 +270,64 @@ pub fn read_snapshot(
         ipv4: u64_at(header, 16),
         ipv6: u64_at(header, 24),
     };
-    let mut v4 = Vec::new();
     let mut at = SNAPSHOT_HEADER_LEN;
-    // Every frame must be whole: a snapshot is complete before it is renamed into place.
-    let next_frame = |at: usize, record_len: usize| match frame_at(file, at, record_len)? {
-        Frame::Whole { payload, next } => Ok((payload, next)),
-        Frame::Torn(what) => Err(damage(at, what)),
-    };
-    let mut left = head.ipv4;
-    while left > 0 {
-        let (payload, next) = next_frame(at, 4)?;
-        v4.clear();
-        v4.extend(
-            payload
-                .chunks_exact(4)
-                .map(|r| u32::from_be_bytes(r.try_into().expect("4 bytes"))),
-        );
-        left = left
-            .checked_sub(v4.len() as u64)
-            .ok_or_else(|| damage(at, "more IPv4 records than the header counts"))?;
-        ipv4(&mut v4);
-        at = next;
-    }
+    let mut v4 = Vec::new();
+    at = read_records(
+        file,
+        at,
+        head.ipv4,
+        "IPv4",
+        u32::from_be_bytes,
+        &mut v4,
+        |v4| ipv4(v4),
+    )?;
     let mut v6 = Vec::new();
-    let mut left = head.ipv6;
-    while left > 0 {
-        let (payload, next) = next_frame(at, 16)?;
-        v6.clear();
-        v6.extend(
-            payload
-                .chunks_exact(16)
-                .map(|r| u128::from_be_bytes(r.try_into().expect("16 bytes"))),
-        );
-        left = left
-            .checked_sub(v6.len() as u64)
-            .ok_or_else(|| damage(at, "more IPv6 records than the header counts"))?;
-        ipv6(&v6);
-        at = next;
-    }
+    at = read_records(
+        file,
+        at,
+        head.ipv6,
+        "IPv6",
+        u128::from_be_bytes,
+        &mut v6,
+        |v6| ipv6(v6),
+    )?;
     if at != file.len() {
         return Err(damage(at, "bytes after the last record the header counts"));
     }
     Ok(head)
+}
+
+/// Reads whole frames of `N`-byte records from `at` until `count` records have been read,
+/// handing each frame's records, decoded into `buf`, to `each`; returns where the next frame
+/// starts. Every frame must be whole: a snapshot is complete before it is renamed into place.
+fn read_records<const N: usize, T>(
+    file: &[u8],
+    mut at: usize,
+    count: u64,
+    family: &str,
+    decode: fn([u8; N]) -> T,
+    buf: &mut Vec<T>,
+    mut each: impl FnMut(&mut Vec<T>),
+) -> Result<usize, Damage> {
+    let mut left = count;
+    while left > 0 {
+        let (payload, next) = match frame_at(file, at, N)? {
+            Frame::Whole { payload, next } => (payload, next),
+            Frame::Torn(what) => return Err(damage(at, what)),
+        };
+        buf.clear();
+        buf.extend(
+            payload
+                .chunks_exact(N)
+                .map(|r| decode(r.try_into().expect("N bytes"))),
+        );
+        left = left
+            .checked_sub(buf.len() as u64)
+            .ok_or_else(|| damage(at, format!("more {family} records than the header counts")))?;
+        each(buf);
+        at = next;
+    }
+    Ok(at)
 }
 
 #[cfg(test)]

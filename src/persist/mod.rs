@@ -80,8 +80,8 @@ pub struct Settings {
 pub enum OpenError {
     /// Another process holds the lock.
     #[error(
-        "data directory {} is in use by another ip-counter process{} (its {LOCK} file is locked); \
-         one process per data directory",
+        "data directory {} is in use by another ip-counter process{}: its {LOCK} file is locked, \
+         and only one process may use a data directory",
         dir.display(),
         holder.as_deref().map(|pid| format!(" (pid {pid})")).unwrap_or_default()
     )]
