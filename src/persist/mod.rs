@@ -17,6 +17,7 @@ pub mod recover;
 
 use std::fs::{self, File, TryLockError};
 use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -109,14 +110,19 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Creates the directory if needed and takes its lock.
+    /// Creates the directory if needed (mode 0700) and takes its lock.
     pub fn open(settings: Settings) -> Result<DataDir, OpenError> {
         let dir = settings.dir.clone();
         let io_error = |source| OpenError::Io {
             dir: dir.clone(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(io_error)?;
+        // Owner-only: the files hold every client address seen.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_error)?;
         let path = dir.join(LOCK);
         let mut lock = File::options()
             .read(true)

@@ -400,3 +400,46 @@ async fn a_full_disk_answers_503_and_writes_resume_when_it_recovers() {
     let server = start(data.path(), &[]);
     assert_kept(&server, &acked, acked.len()).await;
 }
+
+/// While a large snapshot is read back, `/ready` answers 503 and a `POST /logs` waits; then
+/// `/ready` turns 200 and the post is answered against the whole count.
+#[tokio::test]
+async fn ready_is_503_until_the_data_directory_is_read_back() {
+    use ip_counter::persist::format::{SNAPSHOT_FRAME_RECORDS, SnapshotHeader, push_frame};
+
+    const N: u32 = 3_000_000;
+    let data = tempfile::tempdir().unwrap();
+    let mut file = SnapshotHeader {
+        generation: 0,
+        ipv4: u64::from(N),
+        ipv6: 0,
+    }
+    .encode()
+    .to_vec();
+    let all: Vec<u8> = (0..N).flat_map(|i| (i * 1_000).to_be_bytes()).collect();
+    for frame in all.chunks(SNAPSHOT_FRAME_RECORDS * 4) {
+        push_frame(&mut file, 4, frame);
+    }
+    std::fs::write(data.path().join("snapshot.bin"), file).unwrap();
+
+    let server = start(data.path(), &[]);
+    let first = server
+        .client
+        .get(server.ingest_url("/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 503, "recovery was already over");
+    let body: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    let posted = server.post_ip("192.0.2.1").await;
+    assert_eq!(posted.status, 200, "{}", posted.text);
+    assert_eq!(posted.json()["unique_ips"], u64::from(N) + 1);
+    let ready = server
+        .client
+        .get(server.ingest_url("/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
