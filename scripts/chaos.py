@@ -23,6 +23,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -38,10 +39,11 @@ def rss_mib(pid):
     return 0.0
 
 
-def start(binary):
+def start(binary, data_dir):
     proc = subprocess.Popen(
         [binary, "--log-port=0", "--metrics-port=0", "--server-host=127.0.0.1",
-         f"--max-body-bytes={LIMIT}", "--request-timeout=2s", "--log-level=warn"],
+         f"--max-body-bytes={LIMIT}", "--request-timeout=2s", "--log-level=warn",
+         f"--data-dir={data_dir}"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={"PATH": os.environ.get("PATH", "")})
     port = None
     while port is None:
@@ -179,7 +181,8 @@ def main():
     parser.add_argument("--max-rss-mib", type=float, default=256)
     args = parser.parse_args()
 
-    proc, port = start(args.binary)
+    data_dir = tempfile.TemporaryDirectory(prefix="ip-counter-chaos.")
+    proc, port = start(args.binary, data_dir.name)
     run = Run(port, args.seed)
     rss_start = rss_mib(proc.pid)
     rss_max = rss_start
@@ -212,7 +215,9 @@ def main():
         conn.request("GET", "/stats")
         count = json.loads(conn.getresponse().read())["unique_ip_addresses"]
         proc.terminate()
-        proc.wait(10)
+        if proc.wait(10) != 0:
+            run.fail(f"the service exited with {proc.returncode} after SIGTERM")
+    data_dir.cleanup()
     if count != len(run.valid):
         run.fail(f"final count {count}, but {len(run.valid)} distinct valid addresses were acknowledged")
     if rss_max > args.max_rss_mib:

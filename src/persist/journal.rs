@@ -18,7 +18,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Seek, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +34,7 @@ use super::format::{
     SnapshotHeader,
 };
 use super::{Durability, SNAPSHOT, SNAPSHOT_TMP, Settings, log_generation, log_path, sync_dir};
-use crate::store::{Run, Store};
+use crate::store::{Bits, Run, Store};
 
 /// A log this large is folded into a snapshot without waiting for `SNAPSHOT_INTERVAL`.
 pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
@@ -209,54 +209,46 @@ impl Journal {
         }
         log.buf.clear();
         format::push_frame(&mut log.buf, LOG_RECORD_LEN, &format::log_record(ip));
-        self.write_and_insert(log, &[ip]).map(|new| new == 1)
+        self.write_and_insert(log, || u64::from(self.store.insert(ip)))
+            .map(|new| new == 1)
     }
 
     /// Counts a batch of addresses, writing the new ones to the log first, in as few frames as
-    /// fit; returns how many were new.
+    /// fit; returns how many were new. Each new address is written once however often the batch
+    /// repeats it.
     pub fn insert_many(&self, ips: &[IpAddr]) -> Result<u64, StorageError> {
-        let mut records: Vec<[u8; LOG_RECORD_LEN]> = ips
-            .iter()
-            .filter(|&&ip| !self.store.contains(ip))
-            .map(|&ip| format::log_record(ip))
-            .collect();
-        if records.is_empty() {
+        let mut bits = Bits::distinct(ips);
+        if bits.is_empty() {
             return Ok(0);
         }
-        records.sort_unstable();
-        records.dedup();
         let mut log = self.log.lock();
-        let fresh: Vec<IpAddr> = records
-            .iter()
-            .map(|r| format::log_record_addr(r))
-            .filter(|&ip| !self.store.contains(ip))
-            .collect();
-        if fresh.is_empty() {
+        self.store.retain_missing(&mut bits);
+        if bits.is_empty() {
             return Ok(0);
         }
+        let records: Vec<u8> = bits
+            .ipv4
+            .iter()
+            .flat_map(|&a| Ipv4Addr::from_bits(a).to_ipv6_mapped().octets())
+            .chain(bits.ipv6.iter().flat_map(|a| a.to_be_bytes()))
+            .collect();
         log.buf.clear();
-        for chunk in fresh.chunks(MAX_FRAME_RECORDS) {
-            let payload: Vec<u8> = chunk
-                .iter()
-                .flat_map(|&ip| format::log_record(ip))
-                .collect();
-            format::push_frame(&mut log.buf, LOG_RECORD_LEN, &payload);
+        for payload in records.chunks(MAX_FRAME_RECORDS * LOG_RECORD_LEN) {
+            format::push_frame(&mut log.buf, LOG_RECORD_LEN, payload);
         }
-        self.write_and_insert(log, &fresh)
+        self.write_and_insert(log, || self.store.insert_bits(&mut bits.ipv4, &bits.ipv6))
     }
 
-    /// Writes the frames in the log's buffer, then inserts `ips`, still under the lock.
+    /// Writes the frames in the log's buffer, then counts them with `insert`, still under the
+    /// lock.
     fn write_and_insert(
         &self,
         mut log: parking_lot::MutexGuard<'_, Log>,
-        ips: &[IpAddr],
+        insert: impl FnOnce() -> u64,
     ) -> Result<u64, StorageError> {
         log.write_buf()?;
         self.written.fetch_add(1, Ordering::Release);
-        let new = match ips {
-            [ip] => u64::from(self.store.insert(*ip)),
-            _ => self.store.insert_many(ips),
-        };
+        let new = insert();
         if log.len >= SNAPSHOT_LOG_BYTES && !self.snapshot_due.swap(true, Ordering::Relaxed) {
             self.wake(&self.snapshotter);
         }

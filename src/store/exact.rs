@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use super::ipv4::Ipv4Set;
 use super::ipv6::Ipv6Set;
-use super::{Counts, Run};
+use super::{Bits, Counts, Run};
 
 /// Every distinct address seen, IPv4 and IPv6 kept apart, safe to share between threads.
 ///
@@ -61,18 +61,14 @@ impl ExactStore {
     /// Adds every address of `ips`, locking each part of the store once per call; returns how
     /// many were new. The same promises as [`ExactStore::insert`] hold for each address.
     pub fn insert_many(&self, ips: &[IpAddr]) -> u64 {
-        let mut v4 = Vec::with_capacity(ips.len());
-        let mut v6 = Vec::new();
-        for ip in ips {
-            match ip {
-                IpAddr::V4(a) => v4.push(a.to_bits()),
-                IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                    Some(a) => v4.push(a.to_bits()),
-                    None => v6.push(a.to_bits()),
-                },
-            }
-        }
-        self.ipv4.insert_many(&mut v4) + self.ipv6.insert_many(&v6)
+        let Bits { mut ipv4, ipv6 } = Bits::split(ips);
+        self.ipv4.insert_many(&mut ipv4) + self.ipv6.insert_many(&ipv6)
+    }
+
+    /// Keeps only the addresses of `bits` that are not in the store; locks each /16 block once.
+    pub fn retain_missing(&self, bits: &mut Bits) {
+        self.ipv4.retain_missing(&mut bits.ipv4);
+        bits.ipv6.retain(|&ip| !self.ipv6.contains(ip));
     }
 
     /// Adds addresses given as bits: `ipv4` (sorted in place) and `ipv6`, which must hold no

@@ -135,6 +135,25 @@ impl Ipv4Set {
         self.block(ip).lock().contains(ip as u16)
     }
 
+    /// Keeps only the addresses of `ips` (sorted) that are not members, locking each /16 block
+    /// once.
+    pub(super) fn retain_missing(&self, ips: &mut Vec<u32>) {
+        let mut kept = 0;
+        let mut at = 0;
+        while at < ips.len() {
+            let high = ips[at] >> 16;
+            let block = self.block(ips[at]).lock();
+            while at < ips.len() && ips[at] >> 16 == high {
+                if !block.contains(ips[at] as u16) {
+                    ips[kept] = ips[at];
+                    kept += 1;
+                }
+                at += 1;
+            }
+        }
+        ips.truncate(kept);
+    }
+
     /// Calls `f` with the members of each non-empty /16 in ascending order, locking one block
     /// at a time: addresses added meanwhile may or may not be included.
     pub(super) fn for_each_block<E>(

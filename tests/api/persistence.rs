@@ -92,6 +92,15 @@ async fn assert_kept(server: &ServerProcess, acked: &HashSet<String>, sent: usiz
             reply.text
         );
     }
+    for ip in acked.iter().take(10) {
+        let reply = server.post_ip(ip).await;
+        assert_eq!(
+            reply.json()["message"],
+            "IP already seen",
+            "{ip}: {}",
+            reply.text
+        );
+    }
     assert_eq!(server.unique_count().await, count);
 }
 
