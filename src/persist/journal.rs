@@ -39,8 +39,12 @@ use crate::store::{Bits, Run, Store};
 /// A log this large is folded into a snapshot without waiting for `SNAPSHOT_INTERVAL`.
 pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
 
-/// How soon a failed snapshot is tried again.
+/// How soon a failed snapshot is tried again while the log is broken (writes are refused until
+/// one succeeds).
 const RETRY: Duration = Duration::from_secs(1);
+
+/// How soon a failed periodic snapshot is tried again (the log goes on meanwhile).
+const RETRY_SNAPSHOT: Duration = Duration::from_secs(30);
 
 /// Why an address could not be made durable; answered 503 `storage_unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -333,7 +337,8 @@ impl Journal {
     }
 
     /// The snapshot thread: every `SNAPSHOT_INTERVAL`, when the log passes
-    /// [`SNAPSHOT_LOG_BYTES`], and every second while broken until one succeeds.
+    /// [`SNAPSHOT_LOG_BYTES`], and every second while broken until one succeeds; a failed one
+    /// is retried after 30 s.
     fn snapshot_loop(&self) {
         let mut next = Instant::now() + self.settings.snapshot_interval;
         loop {
@@ -355,7 +360,9 @@ impl Journal {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "snapshot failed; the log is kept and the snapshot retried");
-                        Instant::now() + RETRY
+                        let broken = self.synced.borrow().broken;
+                        let wait = if broken { RETRY } else { RETRY_SNAPSHOT };
+                        Instant::now() + wait.min(self.settings.snapshot_interval)
                     }
                 };
             }
@@ -377,13 +384,20 @@ impl Journal {
                 self.break_down(&e);
                 return Err(e);
             }
-            let generation = log.generation + 1;
-            let file = create_log(&self.dir, generation)?;
-            log.file = Arc::new(file);
-            log.generation = generation;
-            log.len = format::LOG_HEADER_LEN as u64;
-            log.cut_pending = false;
-            (generation, self.written.load(Ordering::Acquire), log.broken)
+            // An empty log can stay: the snapshot will cover what comes before it. So failed
+            // snapshots retried during an outage do not leave a log file each.
+            if log.len > format::LOG_HEADER_LEN as u64 || log.broken {
+                let generation = log.generation + 1;
+                log.file = Arc::new(create_log(&self.dir, generation)?);
+                log.generation = generation;
+                log.len = format::LOG_HEADER_LEN as u64;
+                log.cut_pending = false;
+            }
+            (
+                log.generation,
+                self.written.load(Ordering::Acquire),
+                log.broken,
+            )
         };
         if !was_broken {
             // The old log was synced above.
@@ -591,10 +605,35 @@ mod tests {
 
         let read = Store::exact();
         let recovered = recover::read_dir(dir.path(), &read).unwrap();
-        assert_eq!(recovered.snapshot.unwrap().generation, 3);
+        let snapshot = recovered.snapshot.expect("a snapshot");
         assert_eq!(recovered.logs.len(), 1, "{:?}", recovered.logs);
+        assert_eq!(recovered.logs[0].generation, snapshot.generation);
         assert_eq!(read.counts(), store.counts());
         assert!((0..N).all(|i| read.contains(ip(i))));
+    }
+
+    /// A snapshot while the log is empty keeps that log instead of starting another.
+    #[test]
+    fn a_snapshot_of_an_empty_log_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::exact());
+        let settings = settings(dir.path(), Durability::Buffered);
+        let journal = Journal::start(dir.path(), settings, store, 4, false).unwrap();
+        for _ in 0..3 {
+            journal.snapshot().unwrap();
+        }
+        journal.insert(ip(1)).unwrap();
+        journal.snapshot().unwrap();
+        journal.close().unwrap();
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(
+            names.contains(&"log-00000000000000000005.bin".to_string()),
+            "{names:?}"
+        );
     }
 
     /// In fsync mode `durable` returns once a sync covers everything written before the call.
