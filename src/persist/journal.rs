@@ -636,6 +636,45 @@ mod tests {
         );
     }
 
+    /// After a failed sync (simulated: the disk cannot be made to fail here) new addresses are
+    /// refused and waiting requests get an error, repeats still count; the snapshot thread's
+    /// repair makes everything durable and writes resume.
+    #[tokio::test]
+    async fn a_failed_sync_refuses_writes_until_a_snapshot_repairs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::exact());
+        let mut settings = settings(dir.path(), Durability::Fsync);
+        settings.fsync_interval = Duration::from_secs(3600);
+        let journal = Journal::start(dir.path(), settings, store.clone(), 0, false).unwrap();
+        assert!(journal.insert(ip(1)).unwrap());
+        journal.durable().await.unwrap();
+        // Written, not yet synced, when the sync fails.
+        assert!(journal.insert(ip(2)).unwrap());
+        journal.break_down(&io::Error::other("simulated EIO"));
+        assert!(matches!(journal.durable().await, Err(StorageError::Broken)));
+        assert!(matches!(journal.insert(ip(3)), Err(StorageError::Broken)));
+        assert!(
+            !journal.insert(ip(1)).unwrap(),
+            "a repeat is still answered"
+        );
+        assert_eq!(store.counts().total(), 2);
+
+        // The snapshot thread was woken by the failure and repairs within its retry.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while journal.synced.borrow().broken {
+            assert!(Instant::now() < deadline, "not repaired");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        journal.durable().await.unwrap();
+        assert!(journal.insert(ip(3)).unwrap());
+        journal.durable().await.unwrap();
+        journal.close().unwrap();
+
+        let read = Store::exact();
+        recover::read_dir(dir.path(), &read).unwrap();
+        assert!([1, 2, 3].iter().all(|&i| read.contains(ip(i))));
+    }
+
     /// In fsync mode `durable` returns once a sync covers everything written before the call.
     #[tokio::test]
     async fn fsync_mode_waits_for_the_sync() {
