@@ -463,6 +463,36 @@ mod tests {
     }
 
     #[test]
+    fn persistence_defaults_and_flags() {
+        let settings = parse(&[]).unwrap().persistence().expect("on by default");
+        assert_eq!(settings.dir, PathBuf::from("./data"));
+        assert_eq!(settings.durability, Durability::Buffered);
+        assert_eq!(settings.fsync_interval, Duration::from_secs(1));
+        assert_eq!(settings.snapshot_interval, Duration::from_secs(300));
+        let settings = parse(&[
+            "--data-dir=/var/lib/x",
+            "--durability=fsync",
+            "--fsync-interval=250ms",
+            "--snapshot-interval=1h",
+        ])
+        .unwrap()
+        .persistence()
+        .unwrap();
+        assert_eq!(settings.dir, PathBuf::from("/var/lib/x"));
+        assert_eq!(settings.durability, Durability::Fsync);
+        assert_eq!(settings.fsync_interval, Duration::from_millis(250));
+        assert_eq!(settings.snapshot_interval, Duration::from_secs(3600));
+        assert!(
+            parse(&["--persistence=off"])
+                .unwrap()
+                .persistence()
+                .is_none()
+        );
+        assert!(invalid(&["--persistence=maybe"]).contains("PERSISTENCE (--persistence)"));
+        assert!(invalid(&["--snapshot-interval=0s"]).contains("SNAPSHOT_INTERVAL"));
+    }
+
+    #[test]
     fn a_bad_port_is_one_line_naming_the_variable() {
         let msg = invalid(&["--log-port=70000"]);
         assert!(
