@@ -53,7 +53,7 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// `PERSISTENCE=on`: addresses are counted through the journal, once recovery has set it.
     persistent: bool,
-    journal: OnceLock<Arc<Journal>>,
+    journal: Arc<OnceLock<Arc<Journal>>>,
     /// Turns true when `journal` is set.
     recovered: watch::Sender<bool>,
     started: Instant,
@@ -65,8 +65,9 @@ impl AppState {
     /// [`set_ready`](Self::set_ready).
     pub fn new(store: Store, config: &Config) -> Self {
         let store = Arc::new(store);
+        let journal = Arc::new(OnceLock::new());
         AppState {
-            metrics: Metrics::new(store.clone()),
+            metrics: Metrics::new(store.clone(), Arc::clone(&journal)),
             store,
             max_body_bytes: config.max_body_bytes,
             ingest_tokens: config.auth_token.clone(),
@@ -74,7 +75,7 @@ impl AppState {
             rate_limiter: RateLimiter::new(config.rate_limit_per_ip),
             request_timeout: config.request_timeout,
             persistent: config.persistence().is_some(),
-            journal: OnceLock::new(),
+            journal,
             recovered: watch::Sender::new(false),
             started: Instant::now(),
             ready: AtomicBool::new(false),

@@ -5,7 +5,7 @@
 //! not ask for OpenMetrics gets the Prometheus text format 0.0.4, derived from the same output by
 //! [`to_prometheus_text`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -25,6 +25,7 @@ use thread_local::ThreadLocal;
 
 use crate::error::ApiError;
 use crate::ingest::{self, AppState};
+use crate::persist::Journal;
 use crate::store::Store;
 
 /// Content type of the Prometheus text format.
@@ -156,11 +157,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric; `store` is read on each scrape.
-    pub fn new(store: Arc<Store>) -> Self {
+    /// Registers every metric; `store`, and `journal` once recovery has set it, are read on
+    /// each scrape.
+    pub fn new(store: Arc<Store>, journal: Arc<OnceLock<Arc<Journal>>>) -> Self {
         let tallies = Arc::new(ThreadLocal::new());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(StoreCollector { store }));
+        registry.register_collector(Box::new(JournalCollector { journal }));
         registry.register_collector(Box::new(TallyCollector {
             tallies: tallies.clone(),
         }));
@@ -399,6 +402,43 @@ impl Collector for StoreCollector {
     }
 }
 
+/// The data directory's state, read on each scrape; nothing with `PERSISTENCE=off`.
+#[derive(Debug)]
+struct JournalCollector {
+    journal: Arc<OnceLock<Arc<Journal>>>,
+}
+
+impl Collector for JournalCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(journal) = self.journal.get() else {
+            return Ok(());
+        };
+        let status = journal.status();
+        let gauges = [
+            (
+                "ipcounter_persistence_log_bytes",
+                "Bytes in the current address log file",
+                status.log_bytes,
+            ),
+            (
+                "ipcounter_persistence_writable",
+                "1 while new addresses can be made durable; 0 after a failed sync until a snapshot succeeds",
+                u64::from(!status.broken),
+            ),
+            (
+                "ipcounter_persistence_last_snapshot_timestamp_seconds",
+                "When the last snapshot was written, in seconds since the Unix epoch (0: none yet)",
+                status.last_snapshot.unwrap_or(0),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The standard `process_*` metrics, read from `/proc` on each scrape.
 #[derive(Debug)]
 struct ProcessCollector {
@@ -503,7 +543,7 @@ mod tests {
     #[test]
     fn exposition_reads_the_store_at_scrape_time() {
         let store = Arc::new(Store::exact());
-        let metrics = Metrics::new(store.clone());
+        let metrics = Metrics::new(store.clone(), Arc::default());
         assert!(
             metrics
                 .encode_openmetrics()
@@ -529,7 +569,7 @@ mod tests {
 
     #[test]
     fn each_threads_tally_is_added_up_at_scrape_time() {
-        let metrics = Metrics::new(Arc::new(Store::exact()));
+        let metrics = Metrics::new(Arc::new(Store::exact()), Arc::default());
         let logs = Route::of("/logs");
         std::thread::scope(|s| {
             for _ in 0..4 {
@@ -562,7 +602,7 @@ mod tests {
 
     #[test]
     fn every_reject_reason_is_exported_from_the_start() {
-        let metrics = Metrics::new(Arc::new(Store::exact()));
+        let metrics = Metrics::new(Arc::new(Store::exact()), Arc::default());
         let text = metrics.encode_openmetrics();
         for reason in REJECT_REASONS {
             let series = format!("ipcounter_log_entries_rejected_total{{reason=\"{reason}\"}} 0");

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -130,6 +130,19 @@ pub struct Journal {
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopping: AtomicBool,
     snapshot_due: AtomicBool,
+    /// When the last snapshot was written, in seconds since the Unix epoch; 0 for none.
+    last_snapshot: AtomicU64,
+}
+
+/// What `/metrics` shows of the journal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Status {
+    /// Bytes in the current log file.
+    pub log_bytes: u64,
+    /// Whether new addresses are refused after a failed sync.
+    pub broken: bool,
+    /// When the last snapshot was written (seconds since the Unix epoch), if ever.
+    pub last_snapshot: Option<u64>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -175,6 +188,11 @@ impl Journal {
             threads: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             snapshot_due: AtomicBool::new(snapshot_now),
+            last_snapshot: AtomicU64::new(
+                fs::metadata(dir.join(SNAPSHOT))
+                    .and_then(|m| m.modified())
+                    .map_or(0, unix_seconds),
+            ),
         });
         let spawn = |name: &str, run: fn(&Journal)| {
             let journal = journal.clone();
@@ -426,6 +444,8 @@ impl Journal {
                 fs::remove_file(&path)?;
             }
         }
+        self.last_snapshot
+            .store(unix_seconds(SystemTime::now()), Ordering::Relaxed);
         Ok(SnapshotDone {
             addresses,
             bytes,
@@ -506,6 +526,16 @@ impl Journal {
         }
     }
 
+    /// The journal's state for `/metrics`.
+    pub fn status(&self) -> Status {
+        let last = self.last_snapshot.load(Ordering::Relaxed);
+        Status {
+            log_bytes: self.log.lock().len,
+            broken: self.synced.borrow().broken,
+            last_snapshot: (last > 0).then_some(last),
+        }
+    }
+
     /// Stops the threads and syncs the log: for a clean shutdown, after the last request.
     pub fn close(&self) -> io::Result<()> {
         self.stopping.store(true, Ordering::Release);
@@ -522,6 +552,11 @@ impl Journal {
         }
         log.file.sync_data()
     }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// Creates log file `generation` with its header, synced, and its directory entry synced.

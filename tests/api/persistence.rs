@@ -128,6 +128,35 @@ async fn the_count_survives_a_restart_and_shutdown_syncs_it() {
         .unwrap();
     let text = metrics.text().await.unwrap();
     assert!(text.contains("\nunique_ip_addresses 40\n"), "{text}");
+    assert!(
+        text.contains("\nipcounter_persistence_writable 1\n"),
+        "{text}"
+    );
+    // The restart replayed a log, so it folds it into a snapshot at once.
+    let snapshot_time = |text: &str| {
+        crate::helpers::metric_value(
+            text,
+            "ipcounter_persistence_last_snapshot_timestamp_seconds",
+        )
+    };
+    let mut text = text;
+    for _ in 0..200 {
+        if snapshot_time(&text) > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let url = format!("http://{}/metrics", server.metrics);
+        text = server
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    assert!(snapshot_time(&text) > 1.7e9, "{text}");
 }
 
 #[tokio::test]
