@@ -375,3 +375,50 @@ async fn promtool_check_metrics_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `deploy/prometheus.yml` and its alerting rules pass promtool (the rules' own unit tests in
+/// `deploy/alerts_test.yml` included), and every metric the rules read is one the service
+/// exports.
+#[tokio::test]
+async fn the_deployed_alert_rules_pass_promtool_and_read_exported_metrics() {
+    let promtool = require_tool("promtool");
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for args in [
+        ["check", "config", "prometheus.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(&args)
+            .current_dir(&deploy)
+            .output()
+            .expect("running promtool");
+        assert!(
+            out.status.success(),
+            "promtool {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = std::fs::read_to_string(deploy.join("alerts.yml")).unwrap();
+    let app = TestApp::spawn().await;
+    let text = app.metrics_text().await;
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let used: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .flat_map(|expr| expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|word| word.starts_with("ipcounter_") || word.starts_with("unique_ip"))
+        .collect();
+    assert!(used.len() >= 4, "{used:?}");
+    for name in used {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            exported.contains(name) || exported.contains(family),
+            "alerts.yml reads {name}, which /metrics does not export"
+        );
+    }
+}
