@@ -388,7 +388,7 @@ async fn the_deployed_alert_rules_pass_promtool_and_read_exported_metrics() {
         ["test", "rules", "alerts_test.yml"],
     ] {
         let out = Command::new(&promtool)
-            .args(&args)
+            .args(args)
             .current_dir(&deploy)
             .output()
             .expect("running promtool");
