@@ -332,6 +332,8 @@ fn read_records<const N: usize, T>(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn log_with(frames: &[&[IpAddr]]) -> Vec<u8> {
@@ -432,6 +434,75 @@ mod tests {
             let mut bad = file.clone();
             bad[at] ^= 0x01;
             assert!(read_log_header(&bad).is_err(), "header flip at {at}");
+        }
+    }
+
+    fn log_of(frames: &[Vec<u128>]) -> (Vec<u8>, Vec<usize>) {
+        let mut file = log_header(7).to_vec();
+        let mut ends = Vec::new();
+        for frame in frames {
+            let payload: Vec<u8> = frame.iter().flat_map(|a| a.to_be_bytes()).collect();
+            push_frame(&mut file, LOG_RECORD_LEN, &payload);
+            ends.push(file.len());
+        }
+        (file, ends)
+    }
+
+    fn frames() -> impl Strategy<Value = Vec<Vec<u128>>> {
+        let record = prop_oneof![Just(0u128), Just(u128::MAX), any::<u128>()];
+        proptest::collection::vec(proptest::collection::vec(record, 1..12), 1..8)
+    }
+
+    proptest! {
+        /// A log cut anywhere reads back exactly the frames wholly before the cut.
+        #[test]
+        fn any_cut_reads_back_the_whole_frames_before_it(
+            frames in frames(),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let (file, ends) = log_of(&frames);
+            let cut = LOG_HEADER_LEN + cut.index(file.len() - LOG_HEADER_LEN + 1);
+            let (read, end) = read_log(&file[..cut]).unwrap();
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            let expected: Vec<IpAddr> = frames[..whole]
+                .iter()
+                .flatten()
+                .map(|&a| log_record_addr(&a.to_be_bytes()))
+                .collect();
+            prop_assert_eq!(read, expected);
+            let good = if whole == 0 { LOG_HEADER_LEN } else { ends[whole - 1] };
+            prop_assert_eq!(end.good_len, good as u64);
+            prop_assert_eq!(end.torn_bytes, (cut - good) as u64);
+        }
+
+        /// Any flipped bit after the header is reported as damage, never read as other records.
+        #[test]
+        fn any_flipped_bit_is_damage(
+            frames in frames(),
+            at in any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let (mut file, _) = log_of(&frames);
+            let at = LOG_HEADER_LEN + at.index(file.len() - LOG_HEADER_LEN);
+            file[at] ^= 1 << bit;
+            prop_assert!(read_log(&file).is_err());
+        }
+
+        /// Whatever the bytes, reading never panics.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            as_log in any::<bool>(),
+        ) {
+            if as_log {
+                let mut file = log_header(7).to_vec();
+                file.extend_from_slice(&bytes);
+                let _ = read_log(&file);
+            } else {
+                let mut file = SnapshotHeader { generation: 1, ipv4: 3, ipv6: 2 }.encode().to_vec();
+                file.extend_from_slice(&bytes);
+                let _ = read_back(&file);
+            }
         }
     }
 
