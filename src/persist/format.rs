@@ -106,9 +106,12 @@ pub fn push_frame(out: &mut Vec<u8>, record_len: usize, payload: &[u8]) {
 pub struct End {
     /// Offset just past the last whole frame: the file's good length.
     pub good_len: u64,
-    /// Bytes after it that belong to a frame cut short (a torn tail); 0 when the file ends
-    /// cleanly.
+    /// Bytes after it that belong to a frame cut short (a torn tail), or zeros; 0 when the
+    /// file ends cleanly.
     pub torn_bytes: u64,
+    /// Whether those bytes are all zeros: space the writer allocated ahead, or pages a crash
+    /// left unwritten, rather than a write cut short.
+    pub zeros: bool,
     /// Whole frames read.
     pub frames: u64,
 }
@@ -175,6 +178,7 @@ pub fn read_frames(
                     good_len: at as u64,
                     torn_bytes: (file.len() - at) as u64,
                     frames,
+                    zeros: file[at..].iter().all(|&b| b == 0),
                 });
             }
         }
@@ -183,6 +187,7 @@ pub fn read_frames(
         good_len: at as u64,
         torn_bytes: 0,
         frames,
+        zeros: false,
     })
 }
 
@@ -389,7 +394,8 @@ mod tests {
             End {
                 good_len: file.len() as u64,
                 torn_bytes: 0,
-                frames: 3
+                frames: 3,
+                zeros: false,
             }
         );
     }
@@ -408,7 +414,9 @@ mod tests {
         }
         let mut zeroed = file[..last].to_vec();
         zeroed.extend([0u8; 100]);
-        assert_eq!(read_log(&zeroed).unwrap().1.torn_bytes, 100);
+        let end = read_log(&zeroed).unwrap().1;
+        assert_eq!((end.torn_bytes, end.zeros), (100, true));
+        assert!(!read_log(&file[..file.len() - 1]).unwrap().1.zeros);
     }
 
     /// A flipped byte anywhere before the last frame is damage at that frame, never a tail.

@@ -36,6 +36,9 @@ use super::format::{
 use super::{Durability, SNAPSHOT, SNAPSHOT_TMP, Settings, log_generation, log_path, sync_dir};
 use crate::store::{Bits, Run, Store};
 
+/// Zeros written ahead of the log's end at a time (see `Log::allocated`).
+const ALLOCATE_AHEAD: usize = 64 << 10;
+
 /// A log this large is folded into a snapshot without waiting for `SNAPSHOT_INTERVAL`.
 pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
 
@@ -66,6 +69,10 @@ struct Log {
     generation: u64,
     /// End of the last whole frame: where the next write goes.
     len: u64,
+    /// The file's size: past `len` it holds zeros written ahead, so that appending does not
+    /// change the size and `fdatasync` need not commit the file system's journal each time
+    /// (`make durability-cost`). Recovery drops the zeros.
+    allocated: u64,
     /// A failed write may have left part of a frame past `len`, and cutting it failed too.
     cut_pending: bool,
     /// A sync failed; see the module docs.
@@ -75,7 +82,8 @@ struct Log {
 }
 
 impl Log {
-    /// Appends the frames in `buf` at `len`; on failure cuts the file back to `len`.
+    /// Appends the frames in `buf` at `len`, first writing zeros ahead when it would pass
+    /// `allocated`; on failure cuts the file back to `len`.
     fn write_buf(&mut self) -> Result<(), StorageError> {
         if self.broken {
             return Err(StorageError::Broken);
@@ -83,14 +91,26 @@ impl Log {
         if self.cut_pending {
             self.file.set_len(self.len).map_err(StorageError::Write)?;
             self.cut_pending = false;
+            self.allocated = self.len;
         }
-        match self.file.write_all_at(&self.buf, self.len) {
+        let end = self.len + self.buf.len() as u64;
+        let written = if end > self.allocated && self.buf.len() < ALLOCATE_AHEAD {
+            self.file
+                .write_all_at(&[0; ALLOCATE_AHEAD], self.allocated)
+                .map(|()| self.allocated += ALLOCATE_AHEAD as u64)
+                .and_then(|()| self.file.write_all_at(&self.buf, self.len))
+        } else {
+            self.file.write_all_at(&self.buf, self.len)
+        };
+        match written {
             Ok(()) => {
-                self.len += self.buf.len() as u64;
+                self.len = end;
+                self.allocated = self.allocated.max(end);
                 Ok(())
             }
             Err(e) => {
                 self.cut_pending = self.file.set_len(self.len).is_err();
+                self.allocated = self.len;
                 Err(StorageError::Write(e))
             }
         }
@@ -174,6 +194,7 @@ impl Journal {
                 file: Arc::new(file),
                 generation,
                 len: format::LOG_HEADER_LEN as u64,
+                allocated: format::LOG_HEADER_LEN as u64,
                 cut_pending: false,
                 broken: false,
                 buf: Vec::new(),
@@ -409,6 +430,7 @@ impl Journal {
                 log.file = Arc::new(create_log(&self.dir, generation)?);
                 log.generation = generation;
                 log.len = format::LOG_HEADER_LEN as u64;
+                log.allocated = log.len;
                 log.cut_pending = false;
             }
             (

@@ -210,13 +210,16 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
                 None => println!("no snapshot"),
             }
             for log in &recovered.logs {
-                let tail = if log.torn_bytes > 0 {
-                    format!(
-                        "; torn tail of {} bytes at offset {} would be dropped",
-                        log.torn_bytes, log.good_len
-                    )
-                } else {
-                    String::new()
+                let tail = match (log.torn_bytes, log.zeros) {
+                    (0, _) => String::new(),
+                    (bytes, true) => format!(
+                        "; {bytes} bytes of zeros (allocated ahead) at offset {}",
+                        log.good_len
+                    ),
+                    (bytes, false) => format!(
+                        "; torn tail of {bytes} bytes at offset {} would be dropped",
+                        log.good_len
+                    ),
                 };
                 println!(
                     "{}: ok, {} frames, {} records{tail}",

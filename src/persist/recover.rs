@@ -71,8 +71,10 @@ pub struct LogRead {
     pub records: u64,
     /// Bytes up to the end of the last whole frame.
     pub good_len: u64,
-    /// Bytes of a torn last frame after it.
+    /// Bytes of a torn last frame after it, or zeros.
     pub torn_bytes: u64,
+    /// Whether those bytes are zeros (allocated ahead by the writer) rather than a torn write.
+    pub zeros: bool,
 }
 
 /// What a data directory held.
@@ -93,12 +95,21 @@ impl Recovered {
     /// superseded logs and an unfinished snapshot.
     pub fn repair(&self, dir: &Path) -> Result<(), RecoveryError> {
         for log in self.logs.iter().filter(|log| log.torn_bytes > 0) {
-            tracing::warn!(
-                file = %log.path.display(),
-                offset = log.good_len,
-                bytes = log.torn_bytes,
-                "dropping a torn last write (a crash during a write leaves one)"
-            );
+            if log.zeros {
+                tracing::debug!(
+                    file = %log.path.display(),
+                    offset = log.good_len,
+                    bytes = log.torn_bytes,
+                    "cutting the zeros allocated ahead of the log's end"
+                );
+            } else {
+                tracing::warn!(
+                    file = %log.path.display(),
+                    offset = log.good_len,
+                    bytes = log.torn_bytes,
+                    "dropping a torn last write (a crash during a write leaves one)"
+                );
+            }
             let file = fs::OpenOptions::new()
                 .write(true)
                 .open(&log.path)
@@ -191,6 +202,7 @@ pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
             records,
             good_len: end.good_len,
             torn_bytes: end.torn_bytes,
+            zeros: end.zeros,
         });
     }
     recovered.next_generation = recovered
