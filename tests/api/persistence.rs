@@ -481,3 +481,46 @@ async fn ready_is_503_until_the_data_directory_is_read_back() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// Repeats write nothing: the log's length (`ipcounter_persistence_log_bytes`) moves by one
+/// record frame per new address and not at all for 500 repeats, single or batched.
+#[tokio::test]
+async fn repeat_traffic_writes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &[]);
+    let log_bytes = || async {
+        let url = format!("http://{}/metrics", server.metrics);
+        let text = server
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        crate::helpers::metric_value(&text, "ipcounter_persistence_log_bytes")
+    };
+    let empty = log_bytes().await;
+    let ips = addresses(0, 5);
+    for ip in &ips {
+        assert_eq!(server.post_ip(ip).await.status, 200);
+    }
+    let after_new = log_bytes().await;
+    assert_eq!(after_new - empty, 5.0 * 28.0);
+    for _ in 0..100 {
+        for ip in &ips {
+            assert_eq!(
+                server.post_ip(ip).await.json()["message"],
+                "IP already seen"
+            );
+        }
+    }
+    let repeated: Vec<String> = ips.iter().cycle().take(500).cloned().collect();
+    assert_eq!(server.post_batch(&repeated).await.json()["new_ips"], 0);
+    assert_eq!(log_bytes().await, after_new);
+    // A batch that repeats one new address writes it once: one frame of one record.
+    let twice = vec![addresses(100, 1)[0].clone(); 50];
+    assert_eq!(server.post_batch(&twice).await.json()["new_ips"], 1);
+    assert_eq!(log_bytes().await, after_new + 28.0);
+}
