@@ -168,10 +168,19 @@ async fn persistence_off_writes_nothing() {
     assert!(!dir.exists());
 }
 
+/// How a cycle of [`crash_cycles`] ends the service.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// SIGKILL, as a crash.
+    Kill,
+    /// SIGTERM, which must exit 0 after syncing.
+    Term,
+}
+
 /// Each cycle starts the service on the same directory, checks that everything acknowledged
 /// before is still counted, then puts it under load from 6 clients (single entries, batches and
-/// repeats) and kills it with SIGKILL after a seeded random delay.
-async fn crash_cycles(durability: &str, kills: usize, seed: u64) {
+/// repeats) and stops it after a seeded random delay.
+async fn crash_cycles(durability: &str, kills: usize, seed: u64, stop_with: Stop) {
     let data = tempfile::tempdir().unwrap();
     let mode = format!("--durability={durability}");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -231,26 +240,42 @@ async fn crash_cycles(durability: &str, kills: usize, seed: u64) {
         }
         next += 6 * 100_000;
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..300))).await;
-        server.kill_9();
+        match stop_with {
+            Stop::Kill => server.kill_9(),
+            Stop::Term => {
+                server.signal("TERM");
+                let status = server.wait_exit(Duration::from_secs(10));
+                assert!(status.success(), "{status}: {}", server.output());
+            }
+        }
         stop.store(true, Ordering::Relaxed);
         for client in clients {
             client.await.unwrap();
         }
     }
-    assert!(
-        acked.lock().unwrap().len() > 100,
-        "the load reached the service"
+    let (acked, sent) = (acked.lock().unwrap().len(), sent.lock().unwrap().len());
+    assert!(acked > 100, "the load reached the service");
+    eprintln!(
+        "{durability}: {kills} stops, {acked} addresses acknowledged of {sent} sent, none lost"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_address_buffered() {
-    crash_cycles("buffered", 11, 4).await;
+    crash_cycles("buffered", 11, 4, Stop::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_address_fsync() {
-    crash_cycles("fsync", 11, 5).await;
+    crash_cycles("fsync", 11, 5, Stop::Kill).await;
+}
+
+/// SIGTERM under load: the service exits 0, and everything it acknowledged, up to its last
+/// reply, is there after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_address() {
+    crash_cycles("buffered", 3, 6, Stop::Term).await;
+    crash_cycles("fsync", 3, 7, Stop::Term).await;
 }
 
 /// Kills the service right after a batch of 5 new addresses (the log's last frame), then cuts
