@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -215,28 +215,24 @@ impl Journal {
                     .map_or(0, unix_seconds),
             ),
         });
-        let spawn = |name: &str, run: fn(&Journal)| {
-            let journal = journal.clone();
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || run(&journal))
-        };
-        for (name, run, thread) in [
-            (
-                "ip-counter-sync",
-                Journal::sync_loop as fn(&Journal),
-                &journal.syncer,
-            ),
-            (
-                "ip-counter-snapshot",
-                Journal::snapshot_loop,
-                &journal.snapshotter,
-            ),
-        ] {
-            let handle = spawn(name, run)?;
+        let weak = Arc::downgrade(&journal);
+        let sync = run_thread(weak.clone(), |journal| journal.sync_step());
+        let mut next_snapshot = Instant::now() + journal.settings.snapshot_interval;
+        let snapshot = run_thread(weak, move |journal| {
+            journal.snapshot_step(&mut next_snapshot)
+        });
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>, thread: &OnceLock<Thread>| {
+            let handle = std::thread::Builder::new().name(name.into()).spawn(run)?;
             let _ = thread.set(handle.thread().clone());
             journal.threads.lock().push(handle);
-        }
+            io::Result::Ok(())
+        };
+        spawn("ip-counter-sync", Box::new(sync), &journal.syncer)?;
+        spawn(
+            "ip-counter-snapshot",
+            Box::new(snapshot),
+            &journal.snapshotter,
+        )?;
         Ok(journal)
     }
 
@@ -328,17 +324,15 @@ impl Journal {
         }
     }
 
-    /// The sync thread: in fsync mode syncs whenever frames are waiting (each sync covers all
-    /// written before it started), in buffered mode every `FSYNC_INTERVAL`.
-    fn sync_loop(&self) {
-        let fsync = self.settings.durability == Durability::Fsync;
-        while !self.stopping.load(Ordering::Acquire) {
-            if !fsync || !self.sync_once() {
-                std::thread::park_timeout(self.settings.fsync_interval);
-                if !fsync {
-                    self.sync_once();
-                }
-            }
+    /// One turn of the sync thread; returns how long to wait before the next. In fsync mode it
+    /// syncs whenever frames are waiting (each sync covers all written before it started), in
+    /// buffered mode every `FSYNC_INTERVAL`.
+    fn sync_step(&self) -> Duration {
+        let synced = self.sync_once();
+        if synced && self.settings.durability == Durability::Fsync {
+            Duration::ZERO
+        } else {
+            self.settings.fsync_interval
         }
     }
 
@@ -375,38 +369,31 @@ impl Journal {
         self.wake(&self.snapshotter);
     }
 
-    /// The snapshot thread: every `SNAPSHOT_INTERVAL`, when the log passes
-    /// [`SNAPSHOT_LOG_BYTES`], and every second while broken until one succeeds; a failed one
-    /// is retried after 30 s.
-    fn snapshot_loop(&self) {
-        let mut next = Instant::now() + self.settings.snapshot_interval;
-        loop {
-            if self.stopping.load(Ordering::Acquire) {
-                return;
-            }
-            let broken = self.synced.borrow().broken;
-            if self.snapshot_due.swap(false, Ordering::Relaxed) || broken || Instant::now() >= next
-            {
-                next = match self.snapshot() {
-                    Ok(done) => {
-                        tracing::info!(
-                            addresses = done.addresses,
-                            bytes = done.bytes,
-                            took_ms = done.took.as_millis() as u64,
-                            "snapshot written"
-                        );
-                        Instant::now() + self.settings.snapshot_interval
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "snapshot failed; the log is kept and the snapshot retried");
-                        let broken = self.synced.borrow().broken;
-                        let wait = if broken { RETRY } else { RETRY_SNAPSHOT };
-                        Instant::now() + wait.min(self.settings.snapshot_interval)
-                    }
-                };
-            }
-            std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
+    /// One turn of the snapshot thread, which snapshots every `SNAPSHOT_INTERVAL`, when the log
+    /// passes [`SNAPSHOT_LOG_BYTES`], and every second while broken until one succeeds; a failed
+    /// one is retried after 30 s. Returns how long to wait before the next turn.
+    fn snapshot_step(&self, next: &mut Instant) -> Duration {
+        let broken = self.synced.borrow().broken;
+        if self.snapshot_due.swap(false, Ordering::Relaxed) || broken || Instant::now() >= *next {
+            *next = match self.snapshot() {
+                Ok(done) => {
+                    tracing::info!(
+                        addresses = done.addresses,
+                        bytes = done.bytes,
+                        took_ms = done.took.as_millis() as u64,
+                        "snapshot written"
+                    );
+                    Instant::now() + self.settings.snapshot_interval
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot failed; the log is kept and the snapshot retried");
+                    let broken = self.synced.borrow().broken;
+                    let wait = if broken { RETRY } else { RETRY_SNAPSHOT };
+                    Instant::now() + wait.min(self.settings.snapshot_interval)
+                }
+            };
         }
+        next.saturating_duration_since(Instant::now())
     }
 
     /// Writes a snapshot of the whole store and removes the logs it includes: switches to a new
@@ -576,6 +563,40 @@ impl Journal {
     }
 }
 
+/// Tells the threads to stop; they hold the journal only while they work (see [`run_thread`]).
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        for handle in self.threads.get_mut().iter() {
+            handle.thread().unpark();
+        }
+    }
+}
+
+/// A journal thread's body: runs `step` until the journal stops or is dropped, parking for as
+/// long as each step asks (woken early by `unpark`). It holds the journal only while a step
+/// runs, so a service dropped without [`Journal::close`] leaves no thread behind.
+fn run_thread(
+    journal: Weak<Journal>,
+    mut step: impl FnMut(&Journal) -> Duration + Send + 'static,
+) -> impl FnOnce() + Send + 'static {
+    move || {
+        loop {
+            let Some(journal) = journal.upgrade() else {
+                return;
+            };
+            if journal.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let wait = step(&journal);
+            drop(journal);
+            if !wait.is_zero() {
+                std::thread::park_timeout(wait);
+            }
+        }
+    }
+}
+
 fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
@@ -667,6 +688,27 @@ mod tests {
         assert_eq!(recovered.logs[0].generation, snapshot.generation);
         assert_eq!(read.counts(), store.counts());
         assert!((0..N).all(|i| read.contains(ip(i))));
+    }
+
+    /// A journal dropped without `close` (a service dropped mid-run) is not kept alive by its
+    /// own threads.
+    #[test]
+    fn a_dropped_journal_is_not_kept_alive_by_its_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path(), Durability::Fsync);
+        let journal = Journal::start(dir.path(), settings, Arc::new(Store::exact()), 0, false);
+        let journal = journal.unwrap();
+        journal.insert(ip(1)).unwrap();
+        let weak = Arc::downgrade(&journal);
+        drop(journal);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while weak.upgrade().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "a thread still holds the journal"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// A snapshot while the log is empty keeps that log instead of starting another.
