@@ -1,7 +1,9 @@
 //! The application: binds both listeners, then serves them until a shutdown future fires.
 //!
-//! [`App::build`] does every fallible start-up step, so that port 0 works and tests can read the
-//! bound addresses before serving; [`App::run_until_stopped`] drains both listeners on shutdown.
+//! [`App::build`] does every fallible start-up step (the data directory's lock, both binds), so
+//! that port 0 works and tests can read the bound addresses before serving;
+//! [`App::run_until_stopped`] reads the data directory back while serving (`/ready` 503 until
+//! then), and on shutdown drains both listeners and syncs the log.
 //! In between, this module owns the life of a connection: the `MAX_CONNECTIONS` permit taken
 //! before accepting, the thread that serves it (`Workers`: a single-threaded runtime per core),
 //! the TLS handshake, and the watchdog that closes it when it stays silent for `REQUEST_TIMEOUT`

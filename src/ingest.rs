@@ -3,7 +3,8 @@
 //!
 //! A handler reads the body under the size limit (decoded size for gzip), hands the bytes to
 //! [`crate::parse`] (one entry) or [`crate::batch`] (many), counts the addresses in the [`Store`]
-//! and answers; every refusal is an [`ApiError`].
+//! (through the [`Journal`], which logs new ones first, when persistence is on), waits for them
+//! to be as durable as `DURABILITY` promises, and answers; every refusal is an [`ApiError`].
 
 use std::borrow::Cow;
 use std::future::{Future, poll_fn};
