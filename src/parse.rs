@@ -154,7 +154,7 @@ fn raw_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de str>, 
 /// counts as absent); when present it must be an RFC 3339 string. Other fields, `url` included,
 /// are ignored. Checks run in that order: the first failure is the one reported.
 ///
-/// Entries of the usual shape are read by [`scan_flat_entry`] in one pass; anything else goes
+/// Entries of the usual shape are read by `scan_flat_entry` in one pass; anything else goes
 /// through serde_json, which also words the error.
 pub fn parse_entry(json: &[u8]) -> Result<Entry, EntryError> {
     let fields = match scan_flat_entry(json) {

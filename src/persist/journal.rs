@@ -563,7 +563,7 @@ impl Journal {
     }
 }
 
-/// Tells the threads to stop; they hold the journal only while they work (see [`run_thread`]).
+/// Tells the threads to stop; they hold the journal only while they work (see `run_thread`).
 impl Drop for Journal {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Release);

@@ -1,6 +1,6 @@
 //! Persistence: the data directory that makes the count survive restarts and crashes.
 //!
-//! `DATA_DIR` holds, all in the formats of [`format`]:
+//! `DATA_DIR` holds, all in the formats of [`format`](mod@format):
 //! - `LOCK`: held (`flock`) by the one process using the directory;
 //! - `log-<generation>.bin`: the address log, appended to by [`journal`];
 //! - `snapshot.bin`: every address up to some log generation, replaced atomically
