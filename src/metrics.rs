@@ -394,12 +394,20 @@ impl Collector for StoreCollector {
                 self.store.memory_bytes() as u64,
             ),
         ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value as i64);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        Ok(())
+        encode_gauges(&mut encoder, &gauges)
     }
+}
+
+/// Encodes unlabelled integer gauges: (name, help, value).
+fn encode_gauges(
+    encoder: &mut DescriptorEncoder,
+    gauges: &[(&str, &str, u64)],
+) -> Result<(), std::fmt::Error> {
+    for &(name, help, value) in gauges {
+        let gauge = ConstGauge::new(value as i64);
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    Ok(())
 }
 
 /// The data directory's state, read on each scrape; nothing with `PERSISTENCE=off`.
@@ -431,11 +439,7 @@ impl Collector for JournalCollector {
                 status.last_snapshot.unwrap_or(0),
             ),
         ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value as i64);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        Ok(())
+        encode_gauges(&mut encoder, &gauges)
     }
 }
 

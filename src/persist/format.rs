@@ -18,6 +18,7 @@
 //! count fails the header check. [`read_frames`] stops at a torn tail and reports damage
 //! anywhere else, with its offset.
 
+use std::io::{self, Seek, Write};
 use std::net::{IpAddr, Ipv6Addr};
 
 /// The format version written in every file header; a reader refuses any other.
@@ -255,6 +256,81 @@ impl SnapshotHeader {
         let check = crc(&header[..32]);
         header[32..36].copy_from_slice(&check.to_le_bytes());
         header
+    }
+}
+
+/// Writes a snapshot to `out`: a placeholder header, the IPv4 records (ascending) and then the
+/// IPv6 records in frames of [`SNAPSHOT_FRAME_RECORDS`], and at [`SnapshotWriter::finish`]
+/// the header with the counts written.
+pub struct SnapshotWriter<W: Write + Seek> {
+    out: W,
+    header: SnapshotHeader,
+    /// Records not yet framed, all `record_len` bytes long.
+    pending: Vec<u8>,
+    record_len: usize,
+    frame: Vec<u8>,
+}
+
+impl<W: Write + Seek> SnapshotWriter<W> {
+    /// Starts snapshot `generation` (the first log generation it does not include).
+    pub fn new(mut out: W, generation: u64) -> io::Result<Self> {
+        out.write_all(&[0; SNAPSHOT_HEADER_LEN])?;
+        Ok(SnapshotWriter {
+            out,
+            header: SnapshotHeader {
+                generation,
+                ipv4: 0,
+                ipv6: 0,
+            },
+            pending: Vec::new(),
+            record_len: 4,
+            frame: Vec::new(),
+        })
+    }
+
+    /// Adds IPv4 addresses, ascending and above any added before; before any IPv6.
+    pub fn ipv4(&mut self, run: &[u32]) -> io::Result<()> {
+        debug_assert_eq!(self.header.ipv6, 0, "IPv4 records come first");
+        self.header.ipv4 += run.len() as u64;
+        self.push(run.iter().map(|a| a.to_be_bytes()))
+    }
+
+    /// Adds IPv6 addresses (never IPv4-mapped).
+    pub fn ipv6(&mut self, run: &[u128]) -> io::Result<()> {
+        self.header.ipv6 += run.len() as u64;
+        self.push(run.iter().map(|a| a.to_be_bytes()))
+    }
+
+    fn push<const N: usize>(&mut self, records: impl Iterator<Item = [u8; N]>) -> io::Result<()> {
+        if self.record_len != N {
+            self.flush()?;
+            self.record_len = N;
+        }
+        for record in records {
+            self.pending.extend_from_slice(&record);
+            if self.pending.len() == SNAPSHOT_FRAME_RECORDS * N {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.frame.clear();
+        push_frame(&mut self.frame, self.record_len, &self.pending);
+        self.pending.clear();
+        self.out.write_all(&self.frame)
+    }
+
+    /// Writes the last frame and the header; returns the output and what the header says.
+    pub fn finish(mut self) -> io::Result<(W, SnapshotHeader)> {
+        self.flush()?;
+        self.out.rewind()?;
+        self.out.write_all(&self.header.encode())?;
+        Ok((self.out, self.header))
     }
 }
 
@@ -515,22 +591,10 @@ mod tests {
     }
 
     fn snapshot(v4: &[u32], v6: &[u128]) -> Vec<u8> {
-        let mut file = SnapshotHeader {
-            generation: 3,
-            ipv4: v4.len() as u64,
-            ipv6: v6.len() as u64,
-        }
-        .encode()
-        .to_vec();
-        for chunk in v4.chunks(SNAPSHOT_FRAME_RECORDS) {
-            let payload: Vec<u8> = chunk.iter().flat_map(|a| a.to_be_bytes()).collect();
-            push_frame(&mut file, 4, &payload);
-        }
-        for chunk in v6.chunks(SNAPSHOT_FRAME_RECORDS) {
-            let payload: Vec<u8> = chunk.iter().flat_map(|a| a.to_be_bytes()).collect();
-            push_frame(&mut file, 16, &payload);
-        }
-        file
+        let mut snapshot = SnapshotWriter::new(io::Cursor::new(Vec::new()), 3).unwrap();
+        snapshot.ipv4(v4).unwrap();
+        snapshot.ipv6(v6).unwrap();
+        snapshot.finish().unwrap().0.into_inner()
     }
 
     fn read_back(file: &[u8]) -> Result<(SnapshotHeader, Vec<u32>, Vec<u128>), Damage> {

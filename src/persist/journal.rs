@@ -17,8 +17,8 @@
 //!   memory durable again, which the snapshot thread retries every second.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Seek, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::io::{self, BufWriter};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,11 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::format::{
-    self, LOG_RECORD_LEN, MAX_FRAME_RECORDS, SNAPSHOT_FRAME_RECORDS, SNAPSHOT_HEADER_LEN,
-    SnapshotHeader,
-};
-use super::{Durability, SNAPSHOT, SNAPSHOT_TMP, Settings, log_generation, log_path, sync_dir};
+use super::format::{self, LOG_RECORD_LEN, MAX_FRAME_RECORDS, SnapshotWriter};
+use super::{Durability, SNAPSHOT, SNAPSHOT_TMP, Settings, log_path, logs_in, sync_dir};
 use crate::store::{Bits, Run, Store};
 
 /// Zeros written ahead of the log's end at a time (see `Log::allocated`).
@@ -268,8 +265,13 @@ impl Journal {
         let records: Vec<u8> = bits
             .ipv4
             .iter()
-            .flat_map(|&a| Ipv4Addr::from_bits(a).to_ipv6_mapped().octets())
-            .chain(bits.ipv6.iter().flat_map(|a| a.to_be_bytes()))
+            .map(|&a| IpAddr::V4(Ipv4Addr::from_bits(a)))
+            .chain(
+                bits.ipv6
+                    .iter()
+                    .map(|&a| IpAddr::V6(Ipv6Addr::from_bits(a))),
+            )
+            .flat_map(format::log_record)
             .collect();
         log.buf.clear();
         for payload in records.chunks(MAX_FRAME_RECORDS * LOG_RECORD_LEN) {
@@ -442,16 +444,11 @@ impl Journal {
             });
             tracing::info!("the address log is writable again");
         }
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            let old = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(log_generation)
-                .is_some_and(|g| g < generation);
-            if old {
-                fs::remove_file(&path)?;
-            }
+        for (_, path) in logs_in(&self.dir)?
+            .into_iter()
+            .filter(|&(g, _)| g < generation)
+        {
+            fs::remove_file(path)?;
         }
         self.last_snapshot
             .store(unix_seconds(SystemTime::now()), Ordering::Relaxed);
@@ -467,56 +464,13 @@ impl Journal {
     fn write_snapshot(&self, generation: u64) -> io::Result<(u64, u64)> {
         let tmp = self.dir.join(SNAPSHOT_TMP);
         let result = (|| {
-            let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-            out.write_all(&[0; SNAPSHOT_HEADER_LEN])?;
-            let mut header = SnapshotHeader {
-                generation,
-                ipv4: 0,
-                ipv6: 0,
-            };
-            let mut frames = Vec::new();
-            let (mut v4, mut v6) = (Vec::new(), Vec::new());
-            let mut flush =
-                |payload: &mut Vec<u8>, record_len: usize, out: &mut BufWriter<File>| {
-                    frames.clear();
-                    format::push_frame(&mut frames, record_len, payload);
-                    payload.clear();
-                    out.write_all(&frames)
-                };
-            self.store.for_each_run(|run| -> io::Result<()> {
-                match run {
-                    Run::Ipv4(run) => {
-                        header.ipv4 += run.len() as u64;
-                        for &ip in run {
-                            v4.extend_from_slice(&ip.to_be_bytes());
-                            if v4.len() == SNAPSHOT_FRAME_RECORDS * 4 {
-                                flush(&mut v4, 4, &mut out)?;
-                            }
-                        }
-                    }
-                    Run::Ipv6(run) => {
-                        if !v4.is_empty() {
-                            flush(&mut v4, 4, &mut out)?;
-                        }
-                        header.ipv6 += run.len() as u64;
-                        for &ip in run {
-                            v6.extend_from_slice(&ip.to_be_bytes());
-                            if v6.len() == SNAPSHOT_FRAME_RECORDS * 16 {
-                                flush(&mut v6, 16, &mut out)?;
-                            }
-                        }
-                    }
-                }
-                Ok(())
+            let out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            let mut snapshot = SnapshotWriter::new(out, generation)?;
+            self.store.for_each_run(|run| match run {
+                Run::Ipv4(run) => snapshot.ipv4(run),
+                Run::Ipv6(run) => snapshot.ipv6(run),
             })?;
-            if !v4.is_empty() {
-                flush(&mut v4, 4, &mut out)?;
-            }
-            if !v6.is_empty() {
-                flush(&mut v6, 16, &mut out)?;
-            }
-            out.rewind()?;
-            out.write_all(&header.encode())?;
+            let (out, header) = snapshot.finish()?;
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             let bytes = file.metadata()?.len();

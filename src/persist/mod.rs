@@ -41,11 +41,28 @@ pub fn log_path(dir: &Path, generation: u64) -> PathBuf {
 }
 
 /// The generation of a log file's name, `None` for any other file.
-pub fn log_generation(name: &str) -> Option<u64> {
+fn log_generation(name: &str) -> Option<u64> {
     name.strip_prefix("log-")?
         .strip_suffix(".bin")?
         .parse()
         .ok()
+}
+
+/// The log files in `dir` with their generations, oldest first.
+pub fn logs_in(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut logs = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if let Some(generation) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(log_generation)
+        {
+            logs.push((generation, path));
+        }
+    }
+    logs.sort_unstable();
+    Ok(logs)
 }
 
 /// Makes a directory's entries (a created, renamed or removed file) durable.

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, Damage, LOG_HEADER_LEN, LOG_RECORD_LEN, SnapshotHeader};
-use super::{SNAPSHOT, SNAPSHOT_TMP, log_generation, sync_dir};
+use super::{SNAPSHOT, SNAPSHOT_TMP, logs_in, sync_dir};
 use crate::store::Store;
 
 /// Why a data directory could not be read back.
@@ -133,19 +133,7 @@ impl Recovered {
 
 /// Reads every file of the data directory `dir` into `store`, changing nothing on disk.
 pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
-    let mut logs: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let path = entry.map_err(io_error(dir))?.path();
-        if let Some(generation) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(log_generation)
-        {
-            logs.push((generation, path));
-        }
-    }
-    logs.sort_unstable();
-
+    let logs = logs_in(dir).map_err(io_error(dir))?;
     let mut recovered = Recovered::default();
     let snapshot_path = dir.join(SNAPSHOT);
     let from = match fs::read(&snapshot_path) {
