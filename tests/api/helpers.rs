@@ -594,6 +594,23 @@ impl ServerProcess {
         Reply::read(request.send().await.expect("POST /logs")).await
     }
 
+    /// Polls `/ready` until it answers 200 (the data directory has been read back).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.client.get(self.ingest_url("/ready")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/ready did not turn 200 within 30 s\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// `GET /health` on the ingest listener.
     pub async fn health(&self) -> Reply {
         let request = self.client.get(self.ingest_url("/health"));

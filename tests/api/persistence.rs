@@ -17,11 +17,20 @@ fn data_dir_flag(dir: &Path) -> String {
     format!("--data-dir={}", dir.display())
 }
 
-fn start(dir: &Path, extra: &[&str]) -> ServerProcess {
+/// The binary on data directory `dir`, as soon as it listens (`/ready` may still be 503).
+fn start_listening(dir: &Path, extra: &[&str]) -> ServerProcess {
     let flag = data_dir_flag(dir);
     let mut flags = vec![flag.as_str()];
     flags.extend_from_slice(extra);
     ServerProcess::start(&flags, &[])
+}
+
+/// The binary on data directory `dir`, once it has read the directory back: until then
+/// `/stats` shows the count as far as it has been read.
+async fn start(dir: &Path, extra: &[&str]) -> ServerProcess {
+    let server = start_listening(dir, extra);
+    server.wait_ready().await;
+    server
 }
 
 /// Runs the binary on `dir` and expects it to refuse to start.
@@ -72,6 +81,14 @@ fn addresses(from: u32, n: u32) -> Vec<String> {
         .collect()
 }
 
+/// Posts each address as a single entry, asserting 200 for each.
+async fn post_each(server: &ServerProcess, ips: &[String]) {
+    for ip in ips {
+        let reply = server.post_ip(ip).await;
+        assert_eq!(reply.status, 200, "{ip}: {}", reply.text);
+    }
+}
+
 /// Every address of `acked` is counted (re-posting them all finds none new) and the count is
 /// at least theirs and at most `sent`.
 async fn assert_kept(server: &ServerProcess, acked: &HashSet<String>, sent: usize) {
@@ -107,16 +124,14 @@ async fn assert_kept(server: &ServerProcess, acked: &HashSet<String>, sent: usiz
 #[tokio::test]
 async fn the_count_survives_a_restart_and_shutdown_syncs_it() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path(), &[]);
+    let mut server = start(data.path(), &[]).await;
     let ips = addresses(0, 40);
-    for ip in &ips[..30] {
-        assert_eq!(server.post_ip(ip).await.status, 200);
-    }
+    post_each(&server, &ips[..30]).await;
     assert_eq!(server.post_batch(&ips[20..]).await.json()["new_ips"], 10);
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(10)).success());
 
-    let server = start(data.path(), &[]);
+    let server = start(data.path(), &[]).await;
     assert_eq!(server.unique_count().await, 40);
     let reply = server.post_ip(&ips[7]).await;
     assert_eq!(reply.json()["message"], "IP already seen", "{}", reply.text);
@@ -163,7 +178,7 @@ async fn the_count_survives_a_restart_and_shutdown_syncs_it() {
 async fn persistence_off_writes_nothing() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("never");
-    let server = start(&dir, &["--persistence=off"]);
+    let server = start(&dir, &["--persistence=off"]).await;
     assert_eq!(server.post_ip("1.2.3.4").await.status, 200);
     assert!(!dir.exists());
 }
@@ -188,7 +203,7 @@ async fn crash_cycles(durability: &str, kills: usize, seed: u64, stop_with: Stop
     let sent = Arc::new(Mutex::new(HashSet::<String>::new()));
     let mut next = 0u32;
     for cycle in 0..=kills {
-        let mut server = start(data.path(), &[&mode]);
+        let mut server = start(data.path(), &[&mode]).await;
         let known = acked.lock().unwrap().clone();
         let sent_so_far = sent.lock().unwrap().len();
         assert_kept(&server, &known, sent_so_far).await;
@@ -283,11 +298,9 @@ async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_address() {
 #[tokio::test]
 async fn a_torn_last_write_is_dropped_at_every_offset() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path(), &[]);
+    let mut server = start(data.path(), &[]).await;
     let ips = addresses(0, 25);
-    for ip in &ips[..20] {
-        assert_eq!(server.post_ip(ip).await.status, 200);
-    }
+    post_each(&server, &ips[..20]).await;
     assert_eq!(server.post_batch(&ips[20..]).await.json()["new_ips"], 5);
     server.kill_9();
     let [log] = &logs(data.path())[..] else {
@@ -321,11 +334,11 @@ async fn a_torn_last_write_is_dropped_at_every_offset() {
         }
         if [last + 1, last + 40, bytes.len() - 1].contains(&cut) {
             // The service starts, drops the torn bytes, and what it writes next reads back.
-            let mut server = start(copy.path(), &[]);
+            let mut server = start(copy.path(), &[]).await;
             assert_eq!(server.unique_count().await, 20, "cut at {cut}");
             assert_eq!(server.post_batch(&ips[20..]).await.json()["new_ips"], 5);
             server.kill_9();
-            let server = start(copy.path(), &[]);
+            let server = start(copy.path(), &[]).await;
             assert_eq!(server.unique_count().await, 25, "cut at {cut}");
         }
     }
@@ -340,10 +353,8 @@ fn flip(path: &Path, offset: usize) {
 #[tokio::test]
 async fn a_flipped_byte_in_the_log_or_the_snapshot_stops_the_start() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path(), &[]);
-    for ip in addresses(0, 10) {
-        assert_eq!(server.post_ip(&ip).await.status, 200);
-    }
+    let mut server = start(data.path(), &[]).await;
+    post_each(&server, &addresses(0, 10)).await;
     server.kill_9();
 
     // Byte 3 of the first record of the first frame (the header is 20 bytes, a frame's 12).
@@ -366,7 +377,7 @@ async fn a_flipped_byte_in_the_log_or_the_snapshot_stops_the_start() {
 
     // Undo it; a restart folds the log into a snapshot, which is then damaged.
     flip(&log, 20 + 12 + 3);
-    let mut server = start(data.path(), &[]);
+    let mut server = start(data.path(), &[]).await;
     assert_eq!(server.unique_count().await, 10);
     let snapshot = data.path().join("snapshot.bin");
     for _ in 0..200 {
@@ -390,7 +401,7 @@ async fn a_flipped_byte_in_the_log_or_the_snapshot_stops_the_start() {
 #[tokio::test]
 async fn a_second_process_on_the_same_directory_exits_with_a_clear_error() {
     let data = tempfile::tempdir().unwrap();
-    let _first = start(data.path(), &[]);
+    let _first = start(data.path(), &[]).await;
     let second = start_refused(data.path());
     assert!(
         second
@@ -416,13 +427,11 @@ fn prlimit(pid: u32, fsize: &str) {
 #[tokio::test]
 async fn a_full_disk_answers_503_and_writes_resume_when_it_recovers() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path(), &[]);
+    let mut server = start(data.path(), &[]).await;
     let ips = addresses(0, 40_000);
     let mut acked = HashSet::new();
-    for ip in &ips[..10] {
-        assert_eq!(server.post_ip(ip).await.status, 200);
-        acked.insert(ip.clone());
-    }
+    post_each(&server, &ips[..10]).await;
+    acked.extend(ips[..10].iter().cloned());
     let log = logs(data.path()).remove(0);
     let size = std::fs::metadata(&log).unwrap().len();
     prlimit(server.pid(), &format!("{size}:unlimited"));
@@ -460,7 +469,7 @@ async fn a_full_disk_answers_503_and_writes_resume_when_it_recovers() {
     acked.extend(refused);
     server.kill_9();
 
-    let server = start(data.path(), &[]);
+    let server = start(data.path(), &[]).await;
     assert_kept(&server, &acked, acked.len()).await;
 }
 
@@ -468,24 +477,18 @@ async fn a_full_disk_answers_503_and_writes_resume_when_it_recovers() {
 /// `/ready` turns 200 and the post is answered against the whole count.
 #[tokio::test]
 async fn ready_is_503_until_the_data_directory_is_read_back() {
-    use ip_counter::persist::format::{SNAPSHOT_FRAME_RECORDS, SnapshotHeader, push_frame};
+    use ip_counter::persist::format::SnapshotWriter;
 
     const N: u32 = 3_000_000;
     let data = tempfile::tempdir().unwrap();
-    let mut file = SnapshotHeader {
-        generation: 0,
-        ipv4: u64::from(N),
-        ipv6: 0,
-    }
-    .encode()
-    .to_vec();
-    let all: Vec<u8> = (0..N).flat_map(|i| (i * 1_000).to_be_bytes()).collect();
-    for frame in all.chunks(SNAPSHOT_FRAME_RECORDS * 4) {
-        push_frame(&mut file, 4, frame);
-    }
-    std::fs::write(data.path().join("snapshot.bin"), file).unwrap();
+    let file = std::fs::File::create(data.path().join("snapshot.bin")).unwrap();
+    let mut snapshot = SnapshotWriter::new(std::io::BufWriter::new(file), 0).unwrap();
+    let all: Vec<u32> = (0..N).map(|i| i * 1_000).collect();
+    snapshot.ipv4(&all).unwrap();
+    let (out, _) = snapshot.finish().unwrap();
+    out.into_inner().unwrap();
 
-    let server = start(data.path(), &[]);
+    let server = start_listening(data.path(), &[]);
     let first = server
         .client
         .get(server.ingest_url("/ready"))
@@ -512,7 +515,7 @@ async fn ready_is_503_until_the_data_directory_is_read_back() {
 #[tokio::test]
 async fn repeat_traffic_writes_nothing() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(data.path(), &[]);
+    let server = start(data.path(), &[]).await;
     let log_bytes = || async {
         let url = format!("http://{}/metrics", server.metrics);
         let text = server
@@ -528,9 +531,7 @@ async fn repeat_traffic_writes_nothing() {
     };
     let empty = log_bytes().await;
     let ips = addresses(0, 5);
-    for ip in &ips {
-        assert_eq!(server.post_ip(ip).await.status, 200);
-    }
+    post_each(&server, &ips).await;
     let after_new = log_bytes().await;
     assert_eq!(after_new - empty, 5.0 * 28.0);
     for _ in 0..100 {
