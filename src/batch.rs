@@ -240,64 +240,49 @@ pub struct Counted {
     pub new_ips: u64,
 }
 
-/// Parses a batch body and counts its addresses with `insert` (which returns how many were
-/// new): [`parse_batch`], on two threads for a large line-oriented body. An error from
-/// `insert` fails the whole batch.
-pub fn count_batch<E: From<BodyError> + Send>(
+/// Parses a batch body and counts its addresses with one call of `insert` (which returns how
+/// many were new), so that a batch is counted whole or not at all: an error from `insert` fails
+/// it. A large line-oriented body is parsed on two threads.
+pub fn count_batch<E: From<BodyError>>(
     format: BatchFormat,
     body: &[u8],
-    insert: &(impl Fn(&[IpAddr]) -> Result<u64, E> + Sync),
+    insert: impl FnOnce(&[IpAddr]) -> Result<u64, E>,
 ) -> Result<Counted, E> {
-    match format {
-        BatchFormat::Lines(format) => count_lines(format, body, insert),
-        BatchFormat::JsonArray => {
-            let Batch {
-                addresses, report, ..
-            } = parse_batch(format, body)?;
-            let new_ips = insert(&addresses)?;
-            Ok(Counted { report, new_ips })
-        }
-    }
+    let Batch {
+        addresses, report, ..
+    } = match format {
+        BatchFormat::Lines(format) => parse_lines_parallel(format, body),
+        BatchFormat::JsonArray => parse_batch(format, body)?,
+    };
+    let new_ips = insert(&addresses)?;
+    Ok(Counted { report, new_ips })
 }
 
-/// Bodies at least this large are split at a line boundary and their halves parsed and
-/// inserted on two threads: below it a thread costs more than it saves (measured with
+/// Bodies at least this large are split at a line boundary and their halves parsed on two
+/// threads: below it a thread costs more than it saves (measured with
 /// `examples/batch_ingest.rs`).
 const PARALLEL_MIN_BYTES: usize = 256 << 10;
 
-/// Parses the lines of `body` and counts their addresses with `insert`; the line numbers are
-/// the body's, however it was split.
-pub fn count_lines<E: Send>(
-    format: LineFormat,
-    body: &[u8],
-    insert: &(impl Fn(&[IpAddr]) -> Result<u64, E> + Sync),
-) -> Result<Counted, E> {
-    let count_part = |part: &[u8]| {
-        let Batch {
-            addresses,
-            report,
-            newlines,
-        } = parse_lines(format, part);
-        let new_ips = insert(&addresses)?;
-        Ok((Counted { report, new_ips }, newlines))
-    };
+/// Parses the lines of `body`, in two halves on two threads when it is large; the line numbers
+/// are the body's, however it was split.
+fn parse_lines_parallel(format: LineFormat, body: &[u8]) -> Batch {
     let split = (body.len() >= PARALLEL_MIN_BYTES)
         .then(|| memchr::memchr(b'\n', &body[body.len() / 2..]))
         .flatten()
         .map(|i| body.len() / 2 + i + 1);
     let Some(split) = split else {
-        return count_part(body).map(|(counted, _)| counted);
+        return parse_lines(format, body);
     };
     let (head, tail) = body.split_at(split);
-    let (head, tail) = std::thread::scope(|scope| {
-        let tail = scope.spawn(|| count_part(tail));
-        let head = count_part(head);
+    let (mut head, tail) = std::thread::scope(|scope| {
+        let tail = scope.spawn(|| parse_lines(format, tail));
+        let head = parse_lines(format, head);
         (head, tail.join().expect("parsing does not panic"))
     });
-    let ((mut first, head_lines), (second, _)) = (head?, tail?);
-    first.new_ips += second.new_ips;
-    first.report.merge(second.report, head_lines);
-    Ok(first)
+    head.addresses.extend_from_slice(&tail.addresses);
+    head.report.merge(tail.report, head.newlines);
+    head.newlines += tail.newlines;
+    head
 }
 
 /// Calls `f` with each element of a JSON array (numbered from 1) as raw JSON, one at a time,
@@ -542,7 +527,7 @@ mod tests {
         assert!(body.len() > 2 * PARALLEL_MIN_BYTES);
         let store = Store::exact();
         let insert = |ips: &[IpAddr]| Ok::<_, BodyError>(store.insert_many(ips));
-        let counted = count_batch(NDJSON, body.as_bytes(), &insert).unwrap();
+        let counted = count_batch(NDJSON, body.as_bytes(), insert).unwrap();
         let serial = parse(NDJSON, &body);
         assert_eq!(counted.report, serial.report);
         let distinct: std::collections::HashSet<_> = serial.addresses.iter().collect();
@@ -554,6 +539,39 @@ mod tests {
             want_errors[..MAX_LISTED_ERRORS.min(want_errors.len())]
         );
         assert_eq!(counted.report.rejected, want_errors.len() as u64);
+    }
+
+    /// A body parsed in two halves is still counted by one call, so that a refused insert (a
+    /// full disk) leaves none of it counted: all or nothing.
+    #[test]
+    fn a_large_body_is_counted_whole_or_not_at_all() {
+        let body: String = (0..60_000u32)
+            .map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255))
+            .collect();
+        assert!(body.len() > 2 * PARALLEL_MIN_BYTES);
+        let store = Store::exact();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let refused = count_batch(TEXT, body.as_bytes(), |ips: &[IpAddr]| {
+            // The first call fails as a full disk would; any later one would count.
+            if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                return Err(BodyError::Unreadable("disk full".into()));
+            }
+            Ok(store.insert_many(ips))
+        });
+        assert!(refused.is_err());
+        assert_eq!(
+            store.counts().total(),
+            0,
+            "part of a refused batch was counted"
+        );
+
+        let mut seen = 0;
+        let counted = count_batch(TEXT, body.as_bytes(), |ips: &[IpAddr]| {
+            seen += 1;
+            Ok::<_, BodyError>(store.insert_many(ips))
+        })
+        .unwrap();
+        assert_eq!((seen, counted.new_ips), (1, 60_000));
     }
 
     #[test]
