@@ -17,6 +17,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::auth::Tokens;
 use crate::count::CountArgs;
+use crate::persist::repair::RepairArgs;
 use crate::persist::{Durability, Settings, VerifyArgs};
 use crate::send::SendArgs;
 use crate::tls::Tls;
@@ -191,6 +192,8 @@ pub enum Invocation {
     Send(SendArgs),
     /// `verify`: a data directory checked offline.
     Verify(VerifyArgs),
+    /// `repair`: a damaged data directory rebuilt from what can still be read.
+    Repair(RepairArgs),
 }
 
 /// The subcommands, for clap.
@@ -204,6 +207,9 @@ enum Command {
     /// Check a data directory offline: read it as a start would, change nothing, print what it
     /// holds; exit 1 naming the file and offset of any damage
     Verify(VerifyArgs),
+    /// Rebuild a damaged or incomplete data directory (service stopped): keep every address
+    /// that can still be read, in a new snapshot; the replaced files go to DIR/damaged-<time>/
+    Repair(RepairArgs),
 }
 
 /// The whole command line as `--help` shows it: the service's settings, or a subcommand.
@@ -263,6 +269,7 @@ impl Invocation {
             Command::Count(args) => Invocation::Count(args),
             Command::Send(args) => Invocation::Send(args),
             Command::Verify(args) => Invocation::Verify(args),
+            Command::Repair(args) => Invocation::Repair(args),
         })
     }
 }

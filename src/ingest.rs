@@ -341,7 +341,7 @@ fn logged(new: bool, unique_ips: u64) -> Response {
 /// A batch: every good entry counted, every bad one listed, 200 either way.
 fn log_batch(state: &AppState, format: BatchFormat, body: &[u8]) -> Result<Response, ApiError> {
     let Counted { report, new_ips } =
-        batch::count_batch(format, body, &|ips: &[IpAddr]| state.count_many(ips))?;
+        batch::count_batch(format, body, |ips: &[IpAddr]| state.count_many(ips))?;
     let metrics = &state.metrics;
     metrics.entries_received(report.accepted + report.rejected);
     for &(reason, n) in &report.rejected_by_reason {
@@ -446,8 +446,11 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<impl Serialize> 
     })
 }
 
+/// `GET /ready`: 200 while writes are accepted; 503 while starting, shutting down, or while the
+/// data directory refuses new addresses (a failed sync until its repair, the directory gone).
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
+    let writable = state.journal.get().is_none_or(|journal| journal.writable());
+    if state.ready.load(Ordering::Relaxed) && writable {
         Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
         not_ready()

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Ok(Invocation::Count(args)) => count::run(&args),
         Ok(Invocation::Send(args)) => send::run(&args),
         Ok(Invocation::Verify(args)) => persist::verify(&args),
+        Ok(Invocation::Repair(args)) => persist::repair::run(&args),
         Err(ConfigError::Info(text)) => {
             print!("{text}");
             ExitCode::SUCCESS

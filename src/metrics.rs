@@ -431,7 +431,7 @@ impl Collector for JournalCollector {
             (
                 "ipcounter_persistence_writable",
                 "1 while new addresses can be made durable; 0 after a failed sync until a snapshot succeeds",
-                u64::from(!status.broken),
+                u64::from(status.refusing.is_none()),
             ),
             (
                 "ipcounter_persistence_last_snapshot_timestamp_seconds",

@@ -125,15 +125,27 @@ enum Frame<'a> {
     Torn(&'static str),
 }
 
+/// Writes reach the disk, and a killed write stops, at page boundaries, which are multiples of
+/// this: a write cut short leaves its own bytes up to such a boundary and zeros after it.
+const SECTOR: usize = 512;
+
+/// Whether the frame at `at`, which fails its checks, is a write that a crash cut short rather
+/// than damage: `end` is where the checked part ends (its header, or its records), and the file
+/// holds only zeros from a sector boundary before `end` to its end, as a write stopped between
+/// pages leaves it (the writer keeps zeros ahead of the log's end, so nothing else follows).
+fn cut_short(file: &[u8], at: usize, end: usize) -> bool {
+    let zeros_from = file.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    zeros_from <= at || zeros_from.next_multiple_of(SECTOR) < end
+}
+
 fn frame_at(file: &[u8], at: usize, record_len: usize) -> Result<Frame<'_>, Damage> {
     let rest = &file[at..];
     if rest.len() < FRAME_HEADER_LEN {
         return Ok(Frame::Torn("the file ends inside a frame header"));
     }
     if crc(&rest[..8]) != u32_at(rest, 8) {
-        // A crash after the file grew but before its pages were written leaves zeros.
-        if rest.iter().all(|&b| b == 0) {
-            return Ok(Frame::Torn("zero bytes where a frame should be"));
+        if cut_short(file, at, at + FRAME_HEADER_LEN) {
+            return Ok(Frame::Torn("a frame header cut short, zeros after it"));
         }
         return Err(damage(at, "frame header checksum mismatch"));
     }
@@ -147,6 +159,9 @@ fn frame_at(file: &[u8], at: usize, record_len: usize) -> Result<Frame<'_>, Dama
     }
     let payload = &rest[FRAME_HEADER_LEN..len];
     if crc(payload) != u32_at(rest, 4) {
+        if cut_short(file, at, at + len) {
+            return Ok(Frame::Torn("a frame cut short, zeros after it"));
+        }
         return Err(damage(at, "frame records checksum mismatch"));
     }
     Ok(Frame::Whole {
@@ -334,6 +349,19 @@ impl<W: Write + Seek> SnapshotWriter<W> {
     }
 }
 
+/// Checks a snapshot's header and returns what it says.
+pub fn read_snapshot_header(file: &[u8]) -> Result<SnapshotHeader, Damage> {
+    let header = file
+        .get(..SNAPSHOT_HEADER_LEN)
+        .ok_or_else(|| damage(0, "shorter than a snapshot header"))?;
+    check_header(header, SNAPSHOT_MAGIC, "snapshot", 32)?;
+    Ok(SnapshotHeader {
+        generation: u64_at(header, 8),
+        ipv4: u64_at(header, 16),
+        ipv6: u64_at(header, 24),
+    })
+}
+
 /// Reads a whole snapshot, calling `ipv4` and `ipv6` with each frame's addresses. Any damage,
 /// a missing or extra byte included, is an error: a snapshot is complete before it is renamed
 /// into place.
@@ -342,15 +370,7 @@ pub fn read_snapshot(
     mut ipv4: impl FnMut(&mut Vec<u32>),
     mut ipv6: impl FnMut(&[u128]),
 ) -> Result<SnapshotHeader, Damage> {
-    let header = file
-        .get(..SNAPSHOT_HEADER_LEN)
-        .ok_or_else(|| damage(0, "shorter than a snapshot header"))?;
-    check_header(header, SNAPSHOT_MAGIC, "snapshot", 32)?;
-    let head = SnapshotHeader {
-        generation: u64_at(header, 8),
-        ipv4: u64_at(header, 16),
-        ipv6: u64_at(header, 24),
-    };
+    let head = read_snapshot_header(file)?;
     let mut at = SNAPSHOT_HEADER_LEN;
     let mut v4 = Vec::new();
     at = read_records(
@@ -376,6 +396,61 @@ pub fn read_snapshot(
         return Err(damage(at, "bytes after the last record the header counts"));
     }
     Ok(head)
+}
+
+/// What could be read of a damaged file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Salvaged {
+    /// Records read from whole frames.
+    pub records: u64,
+    /// Where reading stopped, when before the file's end, and why.
+    pub stopped: Option<Damage>,
+}
+
+/// Reads the whole frames of a damaged snapshot from the first on, up to the first that does
+/// not read (IPv4 frames, then IPv6 frames, whatever the header says), for `ip-counter repair`.
+pub fn salvage_snapshot(
+    file: &[u8],
+    mut ipv4: impl FnMut(&mut [u32]),
+    mut ipv6: impl FnMut(&[u128]),
+) -> Salvaged {
+    let mut at = SNAPSHOT_HEADER_LEN.min(file.len());
+    let mut records = 0;
+    let mut v6 = false;
+    while at < file.len() {
+        let whole = |record_len| match frame_at(file, at, record_len) {
+            Ok(Frame::Whole { payload, next }) => Some((payload, next)),
+            _ => None,
+        };
+        let v4_frame = if v6 { None } else { whole(4) };
+        let Some((payload, next)) = v4_frame.or_else(|| whole(16)) else {
+            return Salvaged {
+                records,
+                stopped: Some(damage(at, "no readable frame from here on")),
+            };
+        };
+        v6 = v4_frame.is_none();
+        if v6 {
+            let run: Vec<u128> = payload
+                .chunks_exact(16)
+                .map(|r| u128::from_be_bytes(r.try_into().expect("16 bytes")))
+                .collect();
+            ipv6(&run);
+            records += run.len() as u64;
+        } else {
+            let mut run: Vec<u32> = payload
+                .chunks_exact(4)
+                .map(|r| u32::from_be_bytes(r.try_into().expect("4 bytes")))
+                .collect();
+            ipv4(&mut run);
+            records += run.len() as u64;
+        }
+        at = next;
+    }
+    Salvaged {
+        records,
+        stopped: None,
+    }
 }
 
 /// Reads whole frames of `N`-byte records from `at` until `count` records have been read,
@@ -495,6 +570,40 @@ mod tests {
         assert!(!read_log(&file[..file.len() - 1]).unwrap().1.zeros);
     }
 
+    /// The last frame written only up to a sector boundary, the zeros written ahead of the log's
+    /// end still after it, is what a kill during the write leaves: a torn tail, wherever the
+    /// boundary falls (inside the frame's header too), while a flipped byte in that frame, or a
+    /// frame cut short followed by more data, is damage.
+    #[test]
+    fn a_frame_written_up_to_a_sector_inside_the_zeros_ahead_is_torn() {
+        let all = ips(129);
+        // The last frame's header spans the first sector boundary (508..520).
+        let file = log_with(&[&all[..10], &all[10..29], &all[29..]]);
+        let last = 508;
+        let ahead = |mut bytes: Vec<u8>| {
+            bytes.resize(file.len() + 64 * 1024, 0);
+            bytes
+        };
+        for cut in (SECTOR..file.len()).step_by(SECTOR).chain([last]) {
+            let torn = ahead(file[..cut].to_vec());
+            let (read, end) = read_log(&torn).unwrap_or_else(|e| panic!("cut at {cut}: {e:?}"));
+            assert_eq!(read, all[..29], "cut at {cut}");
+            assert_eq!(end.good_len, last as u64, "cut at {cut}");
+        }
+        let (read, _) = read_log(&ahead(file.clone())).unwrap();
+        assert_eq!(read, all);
+
+        for at in [last + 3, last + 100, 1500, file.len() - 1] {
+            let mut flipped = ahead(file.clone());
+            flipped[at] ^= 0x08;
+            let err = read_log(&flipped).expect_err(&format!("flip at {at}"));
+            assert_eq!(err.offset, last as u64);
+        }
+        let mut followed = ahead(file[..1024].to_vec());
+        followed[4000] = 1;
+        assert_eq!(read_log(&followed).unwrap_err().offset, last as u64);
+    }
+
     /// A flipped byte anywhere before the last frame is damage at that frame, never a tail.
     #[test]
     fn a_flipped_byte_is_damage_with_its_frame_offset() {
@@ -559,17 +668,21 @@ mod tests {
             prop_assert_eq!(end.torn_bytes, (cut - good) as u64);
         }
 
-        /// Any flipped bit after the header is reported as damage, never read as other records.
+        /// Any flipped bit after the header is reported as damage, never read as other records,
+        /// unless it leaves the last frame looking exactly like a write cut short (zeros from a
+        /// sector boundary inside it to the end), which only zero records can do.
         #[test]
         fn any_flipped_bit_is_damage(
             frames in frames(),
             at in any::<proptest::sample::Index>(),
             bit in 0u8..8,
         ) {
-            let (mut file, _) = log_of(&frames);
+            let (mut file, ends) = log_of(&frames);
             let at = LOG_HEADER_LEN + at.index(file.len() - LOG_HEADER_LEN);
             file[at] ^= 1 << bit;
-            prop_assert!(read_log(&file).is_err());
+            let last = ends.len().checked_sub(2).map_or(LOG_HEADER_LEN, |i| ends[i]);
+            let looks_cut = at >= last && cut_short(&file, last, file.len());
+            prop_assert!(read_log(&file).is_err() || looks_cut);
         }
 
         /// Whatever the bytes, reading never panics.

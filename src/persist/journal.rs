@@ -19,7 +19,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::crash::{self, Point};
 use super::format::{self, LOG_RECORD_LEN, MAX_FRAME_RECORDS, SnapshotWriter};
 use super::{Durability, SNAPSHOT, SNAPSHOT_TMP, Settings, log_path, logs_in, sync_dir};
 use crate::store::{Bits, Run, Store};
@@ -52,9 +53,16 @@ pub enum StorageError {
     /// The log write failed (disk full, file size limit, I/O error).
     #[error("the address could not be written to the log: {0}")]
     Write(io::Error),
-    /// A sync failed and the snapshot that repairs it has not succeeded yet.
+    /// A sync failed, or the log file was removed, and the snapshot that repairs it has not
+    /// succeeded yet.
     #[error("the data directory could not be synced to disk; retrying")]
     Broken,
+    /// The data directory was removed or replaced while the service ran.
+    #[error(
+        "the data directory was removed or replaced while the service ran; nothing can be made \
+         durable until it is back (restart the service to start on the directory there now)"
+    )]
+    Lost,
     /// Recovery at start has not finished.
     #[error("the data directory is still being read back; not ready for writes")]
     Recovering,
@@ -63,6 +71,7 @@ pub enum StorageError {
 /// The log file being appended to.
 struct Log {
     file: Arc<File>,
+    path: PathBuf,
     generation: u64,
     /// End of the last whole frame: where the next write goes.
     len: u64,
@@ -72,8 +81,8 @@ struct Log {
     allocated: u64,
     /// A failed write may have left part of a frame past `len`, and cutting it failed too.
     cut_pending: bool,
-    /// A sync failed; see the module docs.
-    broken: bool,
+    /// Why new addresses are refused, if they are; see the module docs.
+    refusing: Option<Refusal>,
     /// Frames being encoded.
     buf: Vec<u8>,
 }
@@ -82,22 +91,20 @@ impl Log {
     /// Appends the frames in `buf` at `len`, first writing zeros ahead when it would pass
     /// `allocated`; on failure cuts the file back to `len`.
     fn write_buf(&mut self) -> Result<(), StorageError> {
-        if self.broken {
-            return Err(StorageError::Broken);
+        if let Some(why) = self.refusing {
+            return Err(why.into());
         }
         if self.cut_pending {
-            self.file.set_len(self.len).map_err(StorageError::Write)?;
+            self.cut().map_err(StorageError::Write)?;
             self.cut_pending = false;
-            self.allocated = self.len;
         }
         let end = self.len + self.buf.len() as u64;
         let written = if end > self.allocated && self.buf.len() < ALLOCATE_AHEAD {
-            self.file
-                .write_all_at(&[0; ALLOCATE_AHEAD], self.allocated)
+            self.write_at(&[0; ALLOCATE_AHEAD], self.allocated)
                 .map(|()| self.allocated += ALLOCATE_AHEAD as u64)
-                .and_then(|()| self.file.write_all_at(&self.buf, self.len))
+                .and_then(|()| self.write_at(&self.buf, self.len))
         } else {
-            self.file.write_all_at(&self.buf, self.len)
+            self.write_at(&self.buf, self.len)
         };
         match written {
             Ok(()) => {
@@ -106,10 +113,43 @@ impl Log {
                 Ok(())
             }
             Err(e) => {
-                self.cut_pending = self.file.set_len(self.len).is_err();
-                self.allocated = self.len;
+                self.cut_pending = self.cut().is_err();
                 Err(StorageError::Write(e))
             }
+        }
+    }
+
+    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        crash::at(Point::Write {
+            path: &self.path,
+            offset,
+            bytes,
+        });
+        self.file.write_all_at(bytes, offset)
+    }
+
+    /// Cuts the file back to the end of its last whole frame.
+    fn cut(&mut self) -> io::Result<()> {
+        crash::at(Point::Step("cut a failed write off the log"));
+        self.allocated = self.len;
+        self.file.set_len(self.len)
+    }
+}
+
+/// Why the journal refuses new addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A sync failed, or the log file was removed: a snapshot of the whole store repairs it.
+    Broken,
+    /// The data directory was removed or replaced: writes wait for it to be back.
+    Lost,
+}
+
+impl From<Refusal> for StorageError {
+    fn from(why: Refusal) -> StorageError {
+        match why {
+            Refusal::Broken => StorageError::Broken,
+            Refusal::Lost => StorageError::Lost,
         }
     }
 }
@@ -118,7 +158,8 @@ impl Log {
 #[derive(Debug, Clone, Copy)]
 struct Synced {
     frames: u64,
-    broken: bool,
+    /// The log's `refusing`, for waiters and `/metrics`.
+    refusing: Option<Refusal>,
 }
 
 /// What a finished snapshot holds.
@@ -136,6 +177,8 @@ pub struct SnapshotDone {
 /// snapshots. See the module docs.
 pub struct Journal {
     dir: PathBuf,
+    /// The directory's device and inode when the journal started, to notice it replaced.
+    identity: (u64, u64),
     store: Arc<Store>,
     settings: Settings,
     log: Mutex<Log>,
@@ -156,8 +199,8 @@ pub struct Journal {
 pub struct Status {
     /// Bytes in the current log file.
     pub log_bytes: u64,
-    /// Whether new addresses are refused after a failed sync.
-    pub broken: bool,
+    /// Why new addresses are refused, if they are.
+    pub refusing: Option<Refusal>,
     /// When the last snapshot was written (seconds since the Unix epoch), if ever.
     pub last_snapshot: Option<u64>,
 }
@@ -182,24 +225,27 @@ impl Journal {
         generation: u64,
         snapshot_now: bool,
     ) -> io::Result<Arc<Journal>> {
-        let file = create_log(dir, generation)?;
+        let identity = fs::metadata(dir)?;
+        let (file, path) = create_log(dir, generation)?;
         let journal = Arc::new(Journal {
             dir: dir.to_path_buf(),
+            identity: (identity.dev(), identity.ino()),
             store,
             settings,
             log: Mutex::new(Log {
                 file: Arc::new(file),
+                path,
                 generation,
                 len: format::LOG_HEADER_LEN as u64,
                 allocated: format::LOG_HEADER_LEN as u64,
                 cut_pending: false,
-                broken: false,
+                refusing: None,
                 buf: Vec::new(),
             }),
             written: AtomicU64::new(0),
             synced: watch::Sender::new(Synced {
                 frames: 0,
-                broken: false,
+                refusing: None,
             }),
             syncer: OnceLock::new(),
             snapshotter: OnceLock::new(),
@@ -310,13 +356,17 @@ impl Journal {
         if now.frames >= target {
             return Ok(());
         }
-        if now.broken {
-            return Err(StorageError::Broken);
+        if let Some(why) = now.refusing {
+            return Err(why.into());
         }
         self.wake(&self.syncer);
-        match synced.wait_for(|s| s.frames >= target || s.broken).await {
+        match synced
+            .wait_for(|s| s.frames >= target || s.refusing.is_some())
+            .await
+        {
             Ok(s) if s.frames >= target => Ok(()),
-            _ => Err(StorageError::Broken),
+            Ok(s) => Err(s.refusing.unwrap_or(Refusal::Broken).into()),
+            Err(_) => Err(StorageError::Broken),
         }
     }
 
@@ -330,6 +380,7 @@ impl Journal {
     /// syncs whenever frames are waiting (each sync covers all written before it started), in
     /// buffered mode every `FSYNC_INTERVAL`.
     fn sync_step(&self) -> Duration {
+        self.check_place();
         let synced = self.sync_once();
         if synced && self.settings.durability == Durability::Fsync {
             Duration::ZERO
@@ -344,7 +395,7 @@ impl Journal {
         // was synced before the switch.
         let (file, target) = {
             let log = self.log.lock();
-            if log.broken {
+            if log.refusing.is_some() {
                 return false;
             }
             (log.file.clone(), self.written.load(Ordering::Acquire))
@@ -352,30 +403,66 @@ impl Journal {
         if target <= self.synced.borrow().frames {
             return false;
         }
+        crash::at(Point::Step("sync the log"));
         match file.sync_data() {
             Ok(()) => {
                 self.synced.send_modify(|s| s.frames = s.frames.max(target));
                 true
             }
             Err(e) => {
-                self.break_down(&e);
+                tracing::error!(error = %e, "syncing the address log failed; refusing new addresses until a snapshot succeeds");
+                self.refuse(Refusal::Broken);
                 false
             }
         }
     }
 
-    fn break_down(&self, e: &io::Error) {
-        tracing::error!(error = %e, "syncing the address log failed; refusing new addresses until a snapshot succeeds");
-        self.log.lock().broken = true;
-        self.synced.send_modify(|s| s.broken = true);
+    /// Refuses new addresses until a snapshot repairs the log (`Broken`), or the directory is
+    /// back (`Lost`).
+    fn refuse(&self, why: Refusal) {
+        self.log.lock().refusing = Some(why);
+        self.synced.send_modify(|s| s.refusing = Some(why));
         self.wake(&self.snapshotter);
+    }
+
+    /// Checks that the data directory is still the one the journal started in and that the
+    /// log file is still in it: removing or replacing either while the service runs would
+    /// otherwise let it acknowledge addresses that the next start cannot find. Runs on every
+    /// turn of the sync thread, so within `FSYNC_INTERVAL`, and before every fsync-mode sync.
+    fn check_place(&self) {
+        let (file, refusing) = {
+            let log = self.log.lock();
+            (log.file.clone(), log.refusing)
+        };
+        let dir_here = fs::metadata(&self.dir).is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        match refusing {
+            Some(Refusal::Lost) if !dir_here => {}
+            _ if !dir_here => {
+                tracing::error!(dir = %self.dir.display(), "the data directory was removed or replaced; refusing new addresses until it is back");
+                self.refuse(Refusal::Lost);
+            }
+            Some(Refusal::Lost) => {
+                // Back where it was: a snapshot makes sure all it lacks is durable again.
+                tracing::warn!(dir = %self.dir.display(), "the data directory is back; writing a snapshot before accepting new addresses");
+                self.refuse(Refusal::Broken);
+            }
+            None if file.metadata().is_ok_and(|m| m.nlink() == 0) => {
+                tracing::error!(dir = %self.dir.display(), "the address log was removed; refusing new addresses until a snapshot has rewritten them");
+                self.refuse(Refusal::Broken);
+            }
+            _ => {}
+        }
     }
 
     /// One turn of the snapshot thread, which snapshots every `SNAPSHOT_INTERVAL`, when the log
     /// passes [`SNAPSHOT_LOG_BYTES`], and every second while broken until one succeeds; a failed
     /// one is retried after 30 s. Returns how long to wait before the next turn.
     fn snapshot_step(&self, next: &mut Instant) -> Duration {
-        let broken = self.synced.borrow().broken;
+        let refusing = self.synced.borrow().refusing;
+        if refusing == Some(Refusal::Lost) {
+            return RETRY;
+        }
+        let broken = refusing == Some(Refusal::Broken);
         if self.snapshot_due.swap(false, Ordering::Relaxed) || broken || Instant::now() >= *next {
             *next = match self.snapshot() {
                 Ok(done) => {
@@ -389,7 +476,7 @@ impl Journal {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "snapshot failed; the log is kept and the snapshot retried");
-                    let broken = self.synced.borrow().broken;
+                    let broken = self.synced.borrow().refusing.is_some();
                     let wait = if broken { RETRY } else { RETRY_SNAPSHOT };
                     Instant::now() + wait.min(self.settings.snapshot_interval)
                 }
@@ -405,28 +492,29 @@ impl Journal {
         let started = Instant::now();
         let (generation, written, was_broken) = {
             let mut log = self.log.lock();
-            if !log.broken
-                && let Err(e) = log.file.sync_data()
-            {
+            if log.refusing == Some(Refusal::Lost) {
+                return Err(io::Error::other(StorageError::Lost));
+            }
+            let broken = log.refusing.is_some();
+            if !broken && let Err(e) = log.file.sync_data() {
                 drop(log);
-                self.break_down(&e);
+                tracing::error!(error = %e, "syncing the address log failed; refusing new addresses until a snapshot succeeds");
+                self.refuse(Refusal::Broken);
                 return Err(e);
             }
             // An empty log can stay: the snapshot will cover what comes before it. So failed
             // snapshots retried during an outage do not leave a log file each.
-            if log.len > format::LOG_HEADER_LEN as u64 || log.broken {
+            if log.len > format::LOG_HEADER_LEN as u64 || broken {
                 let generation = log.generation + 1;
-                log.file = Arc::new(create_log(&self.dir, generation)?);
+                let (file, path) = create_log(&self.dir, generation)?;
+                log.file = Arc::new(file);
+                log.path = path;
                 log.generation = generation;
                 log.len = format::LOG_HEADER_LEN as u64;
                 log.allocated = log.len;
                 log.cut_pending = false;
             }
-            (
-                log.generation,
-                self.written.load(Ordering::Acquire),
-                log.broken,
-            )
+            (log.generation, self.written.load(Ordering::Acquire), broken)
         };
         if !was_broken {
             // The old log was synced above.
@@ -437,10 +525,10 @@ impl Journal {
         if was_broken {
             // Everything written before the switch is in the snapshot, and nothing after it:
             // the broken log refused every write.
-            self.log.lock().broken = false;
+            self.log.lock().refusing = None;
             self.synced.send_modify(|s| {
                 s.frames = s.frames.max(written);
-                s.broken = false;
+                s.refusing = None;
             });
             tracing::info!("the address log is writable again");
         }
@@ -448,6 +536,7 @@ impl Journal {
             .into_iter()
             .filter(|&(g, _)| g < generation)
         {
+            crash::at(Point::Step("remove a log the snapshot includes"));
             fs::remove_file(path)?;
         }
         self.last_snapshot
@@ -464,6 +553,7 @@ impl Journal {
     fn write_snapshot(&self, generation: u64) -> io::Result<(u64, u64)> {
         let tmp = self.dir.join(SNAPSHOT_TMP);
         let result = (|| {
+            crash::at(Point::Step("create snapshot.bin.tmp"));
             let out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
             let mut snapshot = SnapshotWriter::new(out, generation)?;
             self.store.for_each_run(|run| match run {
@@ -472,13 +562,16 @@ impl Journal {
             })?;
             let (out, header) = snapshot.finish()?;
             let file = out.into_inner().map_err(|e| e.into_error())?;
+            crash::at(Point::Step("sync snapshot.bin.tmp"));
             file.sync_all()?;
             let bytes = file.metadata()?.len();
             Ok((header.ipv4 + header.ipv6, bytes))
         })();
         match result {
             Ok(done) => {
+                crash::at(Point::Step("rename snapshot.bin.tmp to snapshot.bin"));
                 fs::rename(&tmp, self.dir.join(SNAPSHOT))?;
+                crash::at(Point::Step("sync the directory after the rename"));
                 sync_dir(&self.dir)?;
                 Ok(done)
             }
@@ -494,9 +587,14 @@ impl Journal {
         let last = self.last_snapshot.load(Ordering::Relaxed);
         Status {
             log_bytes: self.log.lock().len,
-            broken: self.synced.borrow().broken,
+            refusing: self.synced.borrow().refusing,
             last_snapshot: (last > 0).then_some(last),
         }
+    }
+
+    /// Whether new addresses are accepted (see [`Refusal`]).
+    pub fn writable(&self) -> bool {
+        self.synced.borrow().refusing.is_none()
     }
 
     /// Stops the threads and syncs the log: for a clean shutdown, after the last request.
@@ -508,10 +606,11 @@ impl Journal {
             let _ = handle.join();
         }
         let log = self.log.lock();
-        if log.broken {
-            return Err(io::Error::other(
-                "the address log is broken; addresses refused since the failed sync were not acknowledged",
-            ));
+        if let Some(why) = log.refusing {
+            return Err(io::Error::other(format!(
+                "{}; the addresses refused meanwhile were not acknowledged",
+                StorageError::from(why)
+            )));
         }
         log.file.sync_data()
     }
@@ -556,23 +655,31 @@ fn unix_seconds(time: SystemTime) -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
-/// Creates log file `generation` with its header, synced, and its directory entry synced.
-fn create_log(dir: &Path, generation: u64) -> io::Result<File> {
+/// Creates log file `generation` with its header, synced, and its directory entry synced. A
+/// crash before the header is written leaves an empty file, which recovery removes.
+fn create_log(dir: &Path, generation: u64) -> io::Result<(File, PathBuf)> {
     let path = log_path(dir, generation);
+    crash::at(Point::Step("create a log"));
     let file = File::options()
         .read(true)
         .write(true)
         .create_new(true)
         .open(&path)?;
+    let header = format::log_header(generation);
+    crash::at(Point::Write {
+        path: &path,
+        offset: 0,
+        bytes: &header,
+    });
     let created = file
-        .write_all_at(&format::log_header(generation), 0)
+        .write_all_at(&header, 0)
         .and_then(|()| file.sync_all())
         .and_then(|()| sync_dir(dir));
     if let Err(e) = created {
         let _ = fs::remove_file(&path);
         return Err(e);
     }
-    Ok(file)
+    Ok((file, path))
 }
 
 #[cfg(test)]
@@ -703,7 +810,7 @@ mod tests {
         journal.durable().await.unwrap();
         // Written, not yet synced, when the sync fails.
         assert!(journal.insert(ip(2)).unwrap());
-        journal.break_down(&io::Error::other("simulated EIO"));
+        journal.refuse(Refusal::Broken);
         assert!(matches!(journal.durable().await, Err(StorageError::Broken)));
         assert!(matches!(journal.insert(ip(3)), Err(StorageError::Broken)));
         assert!(
@@ -714,7 +821,7 @@ mod tests {
 
         // The snapshot thread was woken by the failure and repairs within its retry.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while journal.synced.borrow().broken {
+        while journal.synced.borrow().refusing.is_some() {
             assert!(Instant::now() < deadline, "not repaired");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -1,7 +1,9 @@
 //! Persistence: the data directory that makes the count survive restarts and crashes.
 //!
 //! `DATA_DIR` holds, all in the formats of [`format`](mod@format):
-//! - `LOCK`: held (`flock`) by the one process using the directory;
+//! - `LOCK`: the pid of the one process using the directory, which holds a lock (`flock`) on
+//!   the directory itself, so that removing this file lets no second process in (and on this
+//!   file, which older builds lock);
 //! - `log-<generation>.bin`: the address log, appended to by [`journal`];
 //! - `snapshot.bin`: every address up to some log generation, replaced atomically
 //!   (`snapshot.bin.tmp`, synced, renamed, directory synced).
@@ -11,9 +13,11 @@
 //! [`journal::Journal`] on a new log. `ip-counter verify DIR` ([`verify`]) reads a directory
 //! offline and reports what recovery would find.
 
+pub mod crash;
 pub mod format;
 pub mod journal;
 pub mod recover;
+pub mod repair;
 
 use std::fs::{self, File, TryLockError};
 use std::io::{self, Write};
@@ -41,7 +45,7 @@ pub fn log_path(dir: &Path, generation: u64) -> PathBuf {
 }
 
 /// The generation of a log file's name, `None` for any other file.
-fn log_generation(name: &str) -> Option<u64> {
+pub(crate) fn log_generation(name: &str) -> Option<u64> {
     name.strip_prefix("log-")?
         .strip_suffix(".bin")?
         .parse()
@@ -123,11 +127,21 @@ pub enum OpenError {
 #[derive(Debug)]
 pub struct DataDir {
     settings: Settings,
-    _lock: File,
+    _locks: [File; 2],
+}
+
+/// Takes `file`'s lock; `Ok(false)` when another process holds it.
+fn try_lock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
 }
 
 impl DataDir {
-    /// Creates the directory if needed (mode 0700) and takes its lock.
+    /// Creates the directory if needed (mode 0700) and takes its lock: the directory's own, which
+    /// no file removal can release, and the `LOCK` file's, which older builds take.
     pub fn open(settings: Settings) -> Result<DataDir, OpenError> {
         let dir = settings.dir.clone();
         let io_error = |source| OpenError::Io {
@@ -141,6 +155,7 @@ impl DataDir {
             .create(&dir)
             .map_err(io_error)?;
         let path = dir.join(LOCK);
+        let directory = File::open(&dir).map_err(io_error)?;
         let mut lock = File::options()
             .read(true)
             .write(true)
@@ -148,23 +163,19 @@ impl DataDir {
             .truncate(false)
             .open(&path)
             .map_err(io_error)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path)
-                    .ok()
-                    .map(|pid| pid.trim().to_string())
-                    .filter(|pid| !pid.is_empty());
-                return Err(OpenError::Locked { dir, holder });
-            }
-            Err(TryLockError::Error(e)) => return Err(io_error(e)),
+        if !try_lock(&directory).map_err(io_error)? || !try_lock(&lock).map_err(io_error)? {
+            let holder = fs::read_to_string(&path)
+                .ok()
+                .map(|pid| pid.trim().to_string())
+                .filter(|pid| !pid.is_empty());
+            return Err(OpenError::Locked { dir, holder });
         }
         lock.set_len(0)
             .and_then(|()| writeln!(lock, "{}", std::process::id()))
             .map_err(io_error)?;
         Ok(DataDir {
             settings,
-            _lock: lock,
+            _locks: [directory, lock],
         })
     }
 
@@ -248,6 +259,12 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
             for path in &recovered.superseded {
                 println!(
                     "{}: already in the snapshot, would be removed",
+                    path.display()
+                );
+            }
+            if let Some(path) = &recovered.unstarted {
+                println!(
+                    "{}: created but never written (a crash while starting it), would be removed",
                     path.display()
                 );
             }

@@ -11,6 +11,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use super::crash::{self, Point};
 use super::format::{self, Damage, LOG_HEADER_LEN, LOG_RECORD_LEN, SnapshotHeader};
 use super::{SNAPSHOT, SNAPSHOT_TMP, logs_in, sync_dir};
 use crate::store::Store;
@@ -21,9 +22,9 @@ pub enum RecoveryError {
     /// A file is damaged where no crash can have left it so.
     #[error(
         "{}: damaged at byte offset {offset}: {what}. Refusing to start rather than lose the \
-         count; `ip-counter verify` checks the whole directory, and truncating this file to \
-         {offset} bytes keeps what comes before the damage",
-        file.display()
+         count. {}",
+        file.display(),
+        advice(file.parent().unwrap_or(Path::new(".")), (*offset >= LOG_HEADER_LEN as u64 && is_log(file)).then_some((file, *offset)))
     )]
     Damaged {
         /// The damaged file.
@@ -31,6 +32,18 @@ pub enum RecoveryError {
         /// Where its damaged header or frame starts.
         offset: u64,
         /// What is wrong there.
+        what: String,
+    },
+    /// A file the others prove was written is not there.
+    #[error(
+        "{}: {what}. Refusing to start rather than count from a partial directory. {}",
+        dir.display(),
+        advice(dir, None)
+    )]
+    Missing {
+        /// The data directory.
+        dir: PathBuf,
+        /// What is missing, and how the other files show it.
         what: String,
     },
     /// A file could not be read, or a repair not written.
@@ -41,6 +54,29 @@ pub enum RecoveryError {
         /// The error.
         source: io::Error,
     },
+}
+
+fn is_log(file: &Path) -> bool {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| super::log_generation(n).is_some())
+}
+
+/// What an operator can do about a damaged or incomplete directory: each way is tested by
+/// following it (tests/api/data_dir.rs).
+fn advice(dir: &Path, truncate: Option<(&PathBuf, u64)>) -> String {
+    let mut advice = format!(
+        "With the service stopped, `ip-counter repair {}` keeps every address that can still be \
+         read and moves the files it replaces into a damaged-<time> folder there",
+        dir.display()
+    );
+    if let Some((file, offset)) = truncate {
+        advice += &format!(
+            "; or `truncate -s {offset} {}` keeps this log's frames before the damage",
+            file.display()
+        );
+    }
+    advice + "; `ip-counter verify` shows the whole directory"
 }
 
 fn io_error(file: &Path) -> impl FnOnce(io::Error) -> RecoveryError + '_ {
@@ -86,6 +122,8 @@ pub struct Recovered {
     pub logs: Vec<LogRead>,
     /// Logs the snapshot already includes (left by a crash before they were removed).
     pub superseded: Vec<PathBuf>,
+    /// The newest log, when a crash left it before its header was written: it holds nothing.
+    pub unstarted: Option<PathBuf>,
     /// The generation a new log should have.
     pub next_generation: u64,
 }
@@ -110,6 +148,7 @@ impl Recovered {
                     "dropping a torn last write (a crash during a write leaves one)"
                 );
             }
+            crash::at(Point::Step("cut a torn tail off a log"));
             let file = fs::OpenOptions::new()
                 .write(true)
                 .open(&log.path)
@@ -118,10 +157,12 @@ impl Recovered {
                 .and_then(|()| file.sync_all())
                 .map_err(io_error(&log.path))?;
         }
-        for path in &self.superseded {
+        for path in self.superseded.iter().chain(&self.unstarted) {
+            crash::at(Point::Step("remove a superseded or unstarted log"));
             fs::remove_file(path).map_err(io_error(path))?;
         }
         let tmp = dir.join(SNAPSHOT_TMP);
+        crash::at(Point::Step("remove an unfinished snapshot.bin.tmp"));
         match fs::remove_file(&tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -131,7 +172,10 @@ impl Recovered {
     }
 }
 
-/// Reads every file of the data directory `dir` into `store`, changing nothing on disk.
+/// Reads every file of the data directory `dir` into `store`, changing nothing on disk. The
+/// files must prove the directory complete: the logs after the snapshot run without a gap from
+/// the snapshot's own generation (from 0 without one); only the newest log may be empty or all
+/// zeros, as a crash while creating it leaves it.
 pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
     let logs = logs_in(dir).map_err(io_error(dir))?;
     let mut recovered = Recovered::default();
@@ -154,14 +198,58 @@ pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
         Err(e) => return Err(io_error(&snapshot_path)(e)),
     };
+    let missing = |what: String| RecoveryError::Missing {
+        dir: dir.to_path_buf(),
+        what,
+    };
+    let (superseded, logs): (Vec<_>, Vec<_>) = logs.into_iter().partition(|&(g, _)| g < from);
+    recovered.superseded = superseded.into_iter().map(|(_, path)| path).collect();
+    match (recovered.snapshot, logs.first()) {
+        (None, Some(&(first, _))) if first > 0 => {
+            return Err(missing(format!(
+                "{SNAPSHOT} is missing: the oldest log is generation {first}, so the \
+                 generations before it were folded into a snapshot"
+            )));
+        }
+        (Some(_), None) => {
+            return Err(missing(format!(
+                "log generation {from} is missing: {SNAPSHOT} includes the generations before \
+                 it, and the log it was taken beside was never removed by ip-counter"
+            )));
+        }
+        _ => {}
+    }
 
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    let newest = logs.last().map(|&(g, _)| g);
+    let mut expected = from;
     for (generation, path) in logs {
-        if generation < from {
-            recovered.superseded.push(path);
+        if generation != expected {
+            let gap = if generation == expected + 1 {
+                format!("log generation {expected} is missing")
+            } else {
+                format!(
+                    "log generations {expected} to {} are missing",
+                    generation - 1
+                )
+            };
+            return Err(missing(format!(
+                "{gap}, although {SNAPSHOT} and later logs show they were written (an older \
+                 {SNAPSHOT} put back over a newer one leaves such a gap)"
+            )));
+        }
+        expected += 1;
+        let bytes = fs::read(&path).map_err(io_error(&path))?;
+        let unstarted = bytes.iter().all(|&b| b == 0);
+        if unstarted
+            && Some(generation) == newest
+            && (recovered.snapshot.is_none() || generation > from)
+        {
+            recovered.unstarted = Some(path);
+            // Its generation is used again for the next log, leaving no gap.
+            expected = generation;
             continue;
         }
-        let bytes = fs::read(&path).map_err(io_error(&path))?;
         let in_header = format::read_log_header(&bytes).map_err(damaged(&path))?;
         if in_header != generation {
             return Err(damaged(&path)(Damage {
@@ -193,10 +281,6 @@ pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
             zeros: end.zeros,
         });
     }
-    recovered.next_generation = recovered
-        .logs
-        .last()
-        .map_or(from, |log| log.generation + 1)
-        .max(from);
+    recovered.next_generation = expected;
     Ok(recovered)
 }

@@ -6,6 +6,7 @@ mod batch;
 mod chaos;
 mod config;
 mod count;
+mod data_dir;
 mod health;
 mod helpers;
 mod hostile;

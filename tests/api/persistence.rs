@@ -13,12 +13,12 @@ use rand::{Rng, SeedableRng};
 
 use crate::helpers::{Finished, Reply, ServerProcess, require_tool, run_to_exit};
 
-fn data_dir_flag(dir: &Path) -> String {
+pub(crate) fn data_dir_flag(dir: &Path) -> String {
     format!("--data-dir={}", dir.display())
 }
 
 /// The binary on data directory `dir`, as soon as it listens (`/ready` may still be 503).
-fn start_listening(dir: &Path, extra: &[&str]) -> ServerProcess {
+pub(crate) fn start_listening(dir: &Path, extra: &[&str]) -> ServerProcess {
     let flag = data_dir_flag(dir);
     let mut flags = vec![flag.as_str()];
     flags.extend_from_slice(extra);
@@ -27,14 +27,14 @@ fn start_listening(dir: &Path, extra: &[&str]) -> ServerProcess {
 
 /// The binary on data directory `dir`, once it has read the directory back: until then
 /// `/stats` shows the count as far as it has been read.
-async fn start(dir: &Path, extra: &[&str]) -> ServerProcess {
+pub(crate) async fn start(dir: &Path, extra: &[&str]) -> ServerProcess {
     let server = start_listening(dir, extra);
     server.wait_ready().await;
     server
 }
 
 /// Runs the binary on `dir` and expects it to refuse to start.
-fn start_refused(dir: &Path) -> Finished {
+pub(crate) fn start_refused(dir: &Path) -> Finished {
     let flag = data_dir_flag(dir);
     let args = [
         "--log-port=0",
@@ -50,7 +50,7 @@ fn start_refused(dir: &Path) -> Finished {
     finished
 }
 
-fn verify(dir: &Path) -> Finished {
+pub(crate) fn verify(dir: &Path) -> Finished {
     run_to_exit(
         &["verify", &dir.display().to_string()],
         &[],
@@ -59,7 +59,7 @@ fn verify(dir: &Path) -> Finished {
 }
 
 /// The data directory's log files, oldest first.
-fn logs(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn logs(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -69,7 +69,7 @@ fn logs(dir: &Path) -> Vec<PathBuf> {
     logs
 }
 
-fn addresses(from: u32, n: u32) -> Vec<String> {
+pub(crate) fn addresses(from: u32, n: u32) -> Vec<String> {
     (from..from + n)
         .map(|i| {
             if i % 5 == 0 {
@@ -82,7 +82,7 @@ fn addresses(from: u32, n: u32) -> Vec<String> {
 }
 
 /// Posts each address as a single entry, asserting 200 for each.
-async fn post_each(server: &ServerProcess, ips: &[String]) {
+pub(crate) async fn post_each(server: &ServerProcess, ips: &[String]) {
     for ip in ips {
         let reply = server.post_ip(ip).await;
         assert_eq!(reply.status, 200, "{ip}: {}", reply.text);
@@ -344,7 +344,7 @@ async fn a_torn_last_write_is_dropped_at_every_offset() {
     }
 }
 
-fn flip(path: &Path, offset: usize) {
+pub(crate) fn flip(path: &Path, offset: usize) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[offset] ^= 0x20;
     std::fs::write(path, bytes).unwrap();
@@ -487,6 +487,9 @@ async fn ready_is_503_until_the_data_directory_is_read_back() {
     snapshot.ipv4(&all).unwrap();
     let (out, _) = snapshot.finish().unwrap();
     out.into_inner().unwrap();
+    // The log a snapshot is always taken beside.
+    let log = ip_counter::persist::format::log_header(0);
+    std::fs::write(data.path().join(format!("log-{:020}.bin", 0)), log).unwrap();
 
     let server = start_listening(data.path(), &[]);
     let first = server

@@ -1,0 +1,189 @@
+//! `ip-counter repair DIR`: makes a damaged or incomplete data directory start again, keeping
+//! every address that can still be read.
+//!
+//! It reads what it can (the snapshot's and every log's whole frames up to their damage, logs
+//! the snapshot already includes too, as they may hold what a damaged snapshot lost), then
+//! writes one new snapshot of it all beside a new empty log, as a snapshot in the service does.
+//! The files it replaces are first hard-linked into `DIR/damaged-<unix time>/`, so nothing is
+//! deleted and a crash at any step leaves either the old directory (repair can run again) or
+//! the repaired one.
+
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+
+use super::format::{self, LOG_HEADER_LEN, LOG_RECORD_LEN};
+use super::{DataDir, Durability, Journal, SNAPSHOT, SNAPSHOT_TMP, Settings, logs_in, recover};
+use crate::store::Store;
+
+/// `ip-counter repair`: rebuild a damaged data directory from what can still be read.
+#[derive(Debug, Clone, Args)]
+pub struct RepairArgs {
+    /// The data directory (the service's DATA_DIR); the service must be stopped
+    pub dir: PathBuf,
+}
+
+/// What repair read of one file.
+#[derive(Debug)]
+struct FileRead {
+    path: PathBuf,
+    records: u64,
+    stopped: Option<format::Damage>,
+}
+
+/// Runs `ip-counter repair`; exit 0 once the directory reads back whole, 1 when it could not
+/// be repaired (in use, unreadable).
+pub fn run(args: &RepairArgs) -> ExitCode {
+    match repair(&args.dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repair(dir: &Path) -> io::Result<()> {
+    if !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{}: no such data directory", dir.display()),
+        ));
+    }
+    let settings = Settings {
+        dir: dir.to_path_buf(),
+        durability: Durability::Fsync,
+        fsync_interval: Duration::from_secs(1),
+        snapshot_interval: Duration::from_secs(3600),
+    };
+    let _held = DataDir::open(settings.clone()).map_err(io::Error::other)?;
+    if recover::read_dir(dir, &Store::exact()).is_ok() {
+        println!("{}: reads back whole; nothing to repair", dir.display());
+        return Ok(());
+    }
+
+    let store = Arc::new(Store::exact());
+    let (read, next_generation) = salvage(dir, &store)?;
+    for file in &read {
+        match &file.stopped {
+            None => println!("{}: kept all {} records", file.path.display(), file.records),
+            Some(damage) => println!(
+                "{}: kept {} records; dropped what follows byte offset {} ({})",
+                file.path.display(),
+                file.records,
+                damage.offset,
+                damage.what
+            ),
+        }
+    }
+
+    let kept = keep_dir(dir)?;
+    for file in &read {
+        fs::hard_link(
+            &file.path,
+            kept.join(file.path.file_name().expect("a file name")),
+        )?;
+    }
+    super::sync_dir(&kept)?;
+
+    // The new log comes after every old one, so the new snapshot supersedes them all.
+    let journal = Journal::start(dir, settings, store.clone(), next_generation, false)?;
+    let done = journal.snapshot()?;
+    journal.close()?;
+    let _ = fs::remove_file(dir.join(SNAPSHOT_TMP));
+    let counts = store.counts();
+    println!(
+        "{}: repaired: {} unique addresses ({} IPv4, {} IPv6) in a new snapshot of {} bytes; \
+         the files it replaced are in {} (delete it once satisfied)",
+        dir.display(),
+        done.addresses,
+        counts.ipv4,
+        counts.ipv6,
+        done.bytes,
+        kept.display()
+    );
+    Ok(())
+}
+
+/// Creates `DIR/damaged-<unix time>/` (with `-2`, `-3`, ... after it when a repair in the same
+/// second made one already).
+fn keep_dir(dir: &Path) -> io::Result<PathBuf> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let mut n = 1;
+    loop {
+        let name = match n {
+            1 => format!("damaged-{secs}"),
+            n => format!("damaged-{secs}-{n}"),
+        };
+        match fs::create_dir(dir.join(&name)) {
+            Ok(()) => return Ok(dir.join(name)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads every whole frame of the snapshot and the logs into `store`; returns what was read of
+/// each file and the generation a new log must have to come after all of them.
+fn salvage(dir: &Path, store: &Store) -> io::Result<(Vec<FileRead>, u64)> {
+    let mut read = Vec::new();
+    let mut next_generation = 0;
+    let path = dir.join(SNAPSHOT);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let salvaged = format::salvage_snapshot(
+                &bytes,
+                |v4| {
+                    store.insert_bits(v4, &[]);
+                },
+                |v6| {
+                    store.insert_bits(&mut [], v6);
+                },
+            );
+            if let Ok(header) = format::read_snapshot_header(&bytes) {
+                next_generation = header.generation + 1;
+            }
+            read.push(FileRead {
+                path,
+                records: salvaged.records,
+                stopped: salvaged.stopped,
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (generation, path) in logs_in(dir)? {
+        next_generation = next_generation.max(generation + 1);
+        let bytes = fs::read(&path)?;
+        let mut records = 0;
+        let start = LOG_HEADER_LEN.min(bytes.len());
+        let stopped = format::read_frames(&bytes, start, LOG_RECORD_LEN, |payload| {
+            for record in payload.chunks_exact(LOG_RECORD_LEN) {
+                match format::log_record_addr(record) {
+                    IpAddr::V4(a) => v4.push(a.to_bits()),
+                    IpAddr::V6(a) => v6.push(a.to_bits()),
+                }
+            }
+            records += (payload.len() / LOG_RECORD_LEN) as u64;
+        })
+        .err();
+        store.insert_bits(&mut v4, &v6);
+        v4.clear();
+        v6.clear();
+        read.push(FileRead {
+            path,
+            records,
+            stopped,
+        });
+    }
+    Ok((read, next_generation))
+}
