@@ -414,20 +414,32 @@ fn parse_filter(text: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Parses a duration: `500ms`, `30s`, `5m`, `1h`; zero is refused.
+/// The longest duration any setting takes: longer ones are typing mistakes, and bounding them
+/// keeps every deadline computed from them (`Instant + Duration`) from overflowing.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The shortest: below it a timer would spin.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+
+/// The largest size any setting takes (1 TiB).
+const MAX_SIZE: u64 = 1 << 40;
+
+/// Parses a duration: `500ms`, `30s`, `5m`, `1h`; from 1ms to 365 days.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text.trim()).map_err(|e| e.to_string())? {
-        Duration::ZERO => Err("must be greater than zero".into()),
-        duration => Ok(duration),
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?;
+    if (MIN_DURATION..=MAX_DURATION).contains(&duration) {
+        Ok(duration)
+    } else {
+        Err("must be from 1ms to 365 days".into())
     }
 }
 
-/// Parses a byte size: `64MiB`, `1GB`, `512k` or plain bytes; zero is refused.
+/// Parses a byte size: `64MiB`, `1GB`, `512k` or plain bytes; from 1 byte to 1 TiB.
 fn parse_size(text: &str) -> Result<u64, String> {
     let size: bytesize::ByteSize = text.trim().parse()?;
     match size.as_u64() {
-        0 => Err("must be greater than zero".into()),
-        n => Ok(n),
+        n @ 1..=MAX_SIZE => Ok(n),
+        _ => Err("must be from 1 byte to 1TiB".into()),
     }
 }
 
@@ -675,11 +687,37 @@ mod tests {
         );
     }
 
+    /// Durations far beyond any sensible setting used to pass and then panic in deadline
+    /// arithmetic (a snapshot interval of 300000000000y, a request timeout of 500000000000y).
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("1ms"), Ok(MIN_DURATION));
+        for absurd in ["300000000000y", "366d", "500us", "0s"] {
+            let err = parse_duration(absurd).unwrap_err();
+            assert!(err.contains("365 days"), "{absurd}: {err}");
+        }
+        for (setting, flag) in [
+            ("SNAPSHOT_INTERVAL", "--snapshot-interval=300000000000y"),
+            ("REQUEST_TIMEOUT", "--request-timeout=500000000000y"),
+            ("FSYNC_INTERVAL", "--fsync-interval=1000y"),
+        ] {
+            let line = invalid(&[flag]);
+            assert!(
+                line.contains(setting) && line.contains("365 days"),
+                "{line}"
+            );
+        }
+    }
+
     #[test]
     fn sizes_accept_units_and_plain_bytes() {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("-1").is_err());
+        assert_eq!(parse_size("1TiB"), Ok(1 << 40));
+        assert!(parse_size("1PiB").unwrap_err().contains("1TiB"));
+        assert!(parse_size("0").is_err());
     }
 }
