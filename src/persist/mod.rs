@@ -148,6 +148,10 @@ impl DataDir {
             dir: dir.clone(),
             source,
         };
+        if dir.exists() && !dir.is_dir() {
+            let what = io::Error::new(io::ErrorKind::NotADirectory, "is a file, not a directory");
+            return Err(io_error(what));
+        }
         // Owner-only: the files hold every client address seen.
         fs::DirBuilder::new()
             .recursive(true)

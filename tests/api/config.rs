@@ -209,5 +209,55 @@ async fn other_log_settings_start() {
             reply.text,
             server.output()
         );
+        // Written to a pipe, the text log has no colour codes.
+        let log = server.stderr();
+        assert!(
+            log.contains("INFO") && !log.contains('\x1b'),
+            "{envs:?}: {log}"
+        );
+    }
+}
+
+#[test]
+fn a_data_dir_naming_a_file_says_so() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().display().to_string();
+    let run = run_to_exit(
+        &[
+            "--log-port=0",
+            "--metrics-port=0",
+            "--server-host=127.0.0.1",
+        ],
+        &[("DATA_DIR", &path)],
+        QUICK,
+    );
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("{path}: is a file, not a directory")),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Absurd durations and sizes are refused before anything binds; they used to start and then
+/// panic in deadline arithmetic (recovery never ready, every connection's watchdog).
+#[test]
+fn absurd_durations_and_sizes_exit_2_naming_the_setting() {
+    let base = [
+        ("LOG_PORT", "0"),
+        ("METRICS_PORT", "0"),
+        ("SERVER_HOST", "127.0.0.1"),
+        ("PERSISTENCE", "off"),
+    ];
+    for (var, value) in [
+        ("SNAPSHOT_INTERVAL", "300000000000y"),
+        ("REQUEST_TIMEOUT", "500000000000y"),
+        ("FSYNC_INTERVAL", "1000y"),
+        ("MAX_BODY_BYTES", "64PiB"),
+    ] {
+        let mut envs = base.to_vec();
+        envs.push((var, value));
+        assert_refused(&[], &envs, var);
     }
 }
