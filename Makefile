@@ -9,7 +9,7 @@ IMAGE        ?= ip-counter:latest
 LOG_PORT     ?= 5000
 METRICS_PORT ?= 9102
 
-.PHONY: help build run dev test test-unit test-integration bench load-test durability-cost restart-time security-cost fuzz chaos memory coverage \
+.PHONY: help build run dev test test-unit test-integration bench load-test durability-cost restart-time security-cost body-flood fuzz chaos memory coverage \
         fmt lint audit check ci docs docker-build docker-run install-dev-deps
 
 help: ## List the targets with a one-line description
@@ -52,6 +52,9 @@ security-cost: ## Throughput of the service with AUTH_TOKEN, TLS and both, as ra
 
 fuzz: ## Run every cargo-fuzz target on stable for FUZZ_SECONDS (60) each (installs cargo-fuzz)
 	scripts/fuzz.sh
+
+body-flood: ## Peak RSS under 40 connections holding 50 MiB bodies, with MAX_INFLIGHT_BODY_BYTES=256MiB
+	$(CARGO) build --release --bin ip-counter && scripts/body-flood.py
 
 chaos: ## A minute of mixed valid, invalid, oversized, slow and dropped requests against the release binary
 	$(CARGO) build --release --bin ip-counter && scripts/chaos.py --binary target/release/ip-counter --seconds 60

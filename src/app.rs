@@ -29,7 +29,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::config::Config;
-use crate::ingest::{self, AppState};
+use crate::ingest::{self, AppState, Phase, RequestPhase};
 use crate::metrics;
 use crate::persist::{DataDir, Journal};
 use crate::store::Store;
@@ -68,6 +68,8 @@ struct Activity {
     opened: Instant,
     /// Nanoseconds after `opened` at which the connection went idle; [`BUSY`] while serving.
     idle_since: AtomicU64,
+    /// Whether the request being served has its whole body: shutdown waits only for those.
+    phase: RequestPhase,
 }
 
 const BUSY: u64 = u64::MAX;
@@ -77,16 +79,47 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             idle_since: AtomicU64::new(0),
+            phase: RequestPhase::default(),
         }
     }
 
-    fn begin(&self) {
+    /// A request head has arrived; `complete` when it has no body to wait for.
+    fn begin(&self, complete: bool) {
+        let phase = if complete {
+            Phase::Arrived
+        } else {
+            Phase::Receiving
+        };
+        self.phase.set(phase);
         self.idle_since.store(BUSY, Ordering::Relaxed);
     }
 
     fn end(&self) {
+        self.phase.set(Phase::Replied);
         let now = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(BUSY - 1);
         self.idle_since.store(now, Ordering::Relaxed);
+    }
+
+    /// Completes once shutdown has begun (`stop`) and the connection is not answering a request
+    /// whose body has fully arrived: idle, halfway through a request head or body, or done.
+    async fn interruptible(&self, stop: &mut watch::Receiver<bool>) {
+        /// Long enough for hyper to write a reply, after which it closes the connection itself.
+        const WRITING: Duration = Duration::from_millis(200);
+        stopped(stop).await;
+        let mut replied = None;
+        loop {
+            match self.phase.get() {
+                Phase::Receiving => return,
+                Phase::Arrived => replied = None,
+                Phase::Replied => {
+                    let since = *replied.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= WRITING {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Completes once the connection has been idle for `timeout`: no request head completed
@@ -328,8 +361,9 @@ async fn serve<S>(
         let inner = service(peer.ip());
         let watched = {
             let activity = activity.clone();
-            hyper::service::service_fn(move |request| {
-                activity.begin();
+            hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                activity.begin(hyper::body::Body::is_end_stream(request.body()));
+                request.extensions_mut().insert(activity.phase.clone());
                 let serving = Serving(activity.clone());
                 let reply = inner.call(request);
                 async move {
@@ -339,77 +373,100 @@ async fn serve<S>(
                 }
             })
         };
-        let watcher = graceful.watcher();
-        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
-        workers.run(move || {
-            serve_connection(
-                stream, peer, watched, acceptor, watcher, activity, limits, permit,
-            )
-        });
+        let connection = Connection {
+            peer,
+            acceptor: tls.as_ref().map(|tls| tls.acceptor()),
+            watcher: graceful.watcher(),
+            activity,
+            limits,
+            stop: stop.clone(),
+            _permit: permit,
+        };
+        workers.run(move || connection.serve(stream, watched));
     }
     drop(listener);
     graceful.shutdown().await;
 }
 
-/// Serves one accepted connection on the current runtime: the TLS handshake if any, then HTTP/1.1
-/// until the client leaves, with a watchdog that closes it when it stays silent.
-#[allow(clippy::too_many_arguments)]
-fn serve_connection<S>(
-    stream: std::net::TcpStream,
+/// An accepted connection and what it is held to, until a worker serves it.
+struct Connection {
     peer: SocketAddr,
-    watched: S,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     watcher: Watcher,
     activity: Arc<Activity>,
     limits: ConnectionLimits,
-    permit: OwnedSemaphorePermit,
-) where
-    S: hyper::service::HttpService<Incoming, ResBody = axum::body::Body> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    let stream = match TcpStream::from_std(stream) {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "cannot take the connection over");
-            return;
-        }
-    };
-    let (ended_tx, ended_rx) = oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
-        let http = http1::Builder::new();
-        let ended = match acceptor {
-            None => {
-                let connection = http.serve_connection(TokioIo::new(stream), watched);
-                watcher.watch(connection).await
+    /// Turns true at shutdown.
+    stop: watch::Receiver<bool>,
+    /// The connection's `MAX_CONNECTIONS` permit, returned when it ends.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Serves the connection on the current runtime: the TLS handshake if any, then HTTP/1.1
+    /// until the client leaves, with a watchdog that closes it when it stays silent, and at
+    /// shutdown unless it is answering a request whose body has arrived.
+    fn serve<S>(self, stream: std::net::TcpStream, watched: S)
+    where
+        S: hyper::service::HttpService<Incoming, ResBody = axum::body::Body> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let Connection {
+            peer,
+            acceptor,
+            watcher,
+            activity,
+            limits,
+            mut stop,
+            _permit: permit,
+        } = self;
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot take the connection over");
+                return;
             }
-            // The handshake runs here, not in the accept loop, so a slow client delays
-            // nobody else; the watchdog below bounds it like a request head.
-            Some(acceptor) => match acceptor.accept(stream).await {
-                Ok(stream) => {
+        };
+        let (ended_tx, ended_rx) = oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            let http = http1::Builder::new();
+            let ended = match acceptor {
+                None => {
                     let connection = http.serve_connection(TokioIo::new(stream), watched);
                     watcher.watch(connection).await
                 }
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    Ok(())
-                }
-            },
-        };
-        if let Err(e) = ended {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
-        }
-        drop((permit, ended_tx));
-    });
-    // On its own task, so that it wakes once per REQUEST_TIMEOUT, not with every request.
-    tokio::spawn(async move {
-        tokio::select! {
-            () = activity.silent_for(limits.request_timeout) => {
-                tracing::debug!(%peer, "closing a connection silent for REQUEST_TIMEOUT");
-                serving.abort();
+                // The handshake runs here, not in the accept loop, so a slow client delays
+                // nobody else; the watchdog below bounds it like a request head.
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        let connection = http.serve_connection(TokioIo::new(stream), watched);
+                        watcher.watch(connection).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            _ = ended_rx => {}
-        }
-    });
+            drop((permit, ended_tx));
+        });
+        // On its own task, so that it wakes once per REQUEST_TIMEOUT, not with every request.
+        tokio::spawn(async move {
+            tokio::select! {
+                () = activity.silent_for(limits.request_timeout) => {
+                    tracing::debug!(%peer, "closing a connection silent for REQUEST_TIMEOUT");
+                    serving.abort();
+                }
+                () = activity.interruptible(&mut stop) => {
+                    tracing::debug!(%peer, "closing a connection at shutdown");
+                    serving.abort();
+                }
+                _ = ended_rx => {}
+            }
+        });
+    }
 }
 
 /// A connection's work, to run on a worker's runtime.

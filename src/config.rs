@@ -57,6 +57,12 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub max_body_bytes: u64,
 
+    /// Request bodies held in memory at once, all connections together (a gzip body counts its
+    /// decoded copy too); past it a request waits up to 1 s, then gets 503 `overloaded`. At least
+    /// twice MAX_BODY_BYTES
+    #[arg(long, env = "MAX_INFLIGHT_BODY_BYTES", default_value = "512MiB", value_parser = parse_size)]
+    pub max_inflight_body_bytes: u64,
+
     /// Directory of the address log and snapshots (created if missing; one process each)
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -302,8 +308,17 @@ impl Config {
         })
     }
 
-    /// Reads the files settings name: the token file and the certificates.
+    /// Checks the settings against each other, then reads the files they name: the token file
+    /// and the certificates.
     fn read_files(self) -> Result<Config, ConfigError> {
+        // A gzip body and its decoded copy must fit, or the largest would wait forever.
+        if self.max_inflight_body_bytes / 2 < self.max_body_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "error: invalid value {} for MAX_INFLIGHT_BODY_BYTES (--max-inflight-body-bytes): \
+                 must be at least twice MAX_BODY_BYTES ({})",
+                self.max_inflight_body_bytes, self.max_body_bytes
+            )));
+        }
         let mut config = self.read_token_file()?;
         let load = |cert: &Option<PathBuf>, key: &Option<PathBuf>, var: &str, flag: &str| {
             // clap has checked that the two come together.
@@ -531,6 +546,11 @@ mod tests {
             ("--log-format=xml", "LOG_FORMAT"),
             ("--max-body-bytes=lots", "MAX_BODY_BYTES"),
             ("--max-body-bytes=0", "MAX_BODY_BYTES"),
+            (
+                "--max-inflight-body-bytes=100MiB",
+                "MAX_INFLIGHT_BODY_BYTES",
+            ),
+            ("--max-body-bytes=300MiB", "MAX_INFLIGHT_BODY_BYTES"),
             ("--rust-log=ip_counter=loudest", "RUST_LOG"),
             ("--auth-token=a b", "AUTH_TOKEN"),
             ("--metrics-auth-token=,", "METRICS_AUTH_TOKEN"),

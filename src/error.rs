@@ -57,6 +57,12 @@ pub enum ApiError {
     /// The addresses could not be made as durable as `DURABILITY` promises: not acknowledged.
     #[error("{0}; not counted, try again")]
     StorageUnavailable(#[from] StorageError),
+    /// `MAX_INFLIGHT_BODY_BYTES` stayed in use by other requests for as long as a request waits.
+    #[error(
+        "the service holds as many request bodies as MAX_INFLIGHT_BODY_BYTES allows; not \
+         counted, retry shortly"
+    )]
+    Overloaded,
 }
 
 impl From<BodyError> for ApiError {
@@ -82,7 +88,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageUnavailable(_) | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -101,6 +109,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
+            ApiError::Overloaded => "overloaded",
         }
     }
 }
@@ -135,7 +144,7 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
-            ApiError::StorageUnavailable(_) => {
+            ApiError::StorageUnavailable(_) | ApiError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
@@ -202,6 +211,7 @@ mod tests {
                 503,
                 "storage_unavailable",
             ),
+            (ApiError::Overloaded, 503, "overloaded"),
         ];
         for (err, status, code) in cases {
             let (got_status, body, _) = reply(err).await;

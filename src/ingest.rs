@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -21,9 +21,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::auth::Tokens;
 use crate::batch::{self, BatchFormat, Counted, LineError, LineFormat};
@@ -52,6 +52,8 @@ pub struct AppState {
     pub rate_limiter: Option<RateLimiter>,
     /// How long a request body may take to arrive.
     pub request_timeout: Duration,
+    /// `MAX_INFLIGHT_BODY_BYTES`.
+    pub body_budget: BodyBudget,
     /// `PERSISTENCE=on`: addresses are counted through the journal, once recovery has set it.
     persistent: bool,
     journal: Arc<OnceLock<Arc<Journal>>>,
@@ -75,6 +77,7 @@ impl AppState {
             metrics_tokens: config.metrics_auth_token.clone(),
             rate_limiter: RateLimiter::new(config.rate_limit_per_ip),
             request_timeout: config.request_timeout,
+            body_budget: BodyBudget::new(config.max_inflight_body_bytes, config.request_timeout),
             persistent: config.persistence().is_some(),
             journal,
             recovered: watch::Sender::new(false),
@@ -191,9 +194,7 @@ pub fn service(
                 return tower::ServiceExt::oneshot(router, request.map(Body::new)).await;
             }
             let start = Instant::now();
-            let response = post_logs(state.clone(), Some(client), request)
-                .await
-                .into_response();
+            let response = post_logs(state.clone(), Some(client), request).await;
             let route = metrics::Route::of("/logs");
             state
                 .metrics
@@ -225,63 +226,150 @@ enum BodyType {
 /// `POST /logs` from `client` (unknown when the router is used on its own): one JSON entry, or a
 /// batch (NDJSON, a JSON array, access-log text), each optionally gzip-encoded. Metrics count
 /// every entry of a batch; a request refused as a whole counts as one rejected entry.
+///
+/// A refusal that leaves the body unread either reads and discards it (a known length up to
+/// [`DRAIN_MAX_BYTES`]) or says `Connection: close`, so that a keep-alive client is never cut
+/// off by a close it was not told of.
 async fn post_logs<B>(
     state: Arc<AppState>,
     client: Option<IpAddr>,
     request: hyper::Request<B>,
-) -> Result<Response, ApiError>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let result = match (&state.rate_limiter, client) {
-        // Before the token check, so that guessing tokens is limited too.
-        (Some(limiter), Some(client)) => match limiter.check(client) {
-            Ok(()) => receive(&state, request).await,
-            Err(wait) => Err(ApiError::RateLimited {
-                retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            }),
-        },
-        _ => receive(&state, request).await,
-    };
-    if let Err(e) = &result {
-        state.metrics.entries_received(1);
-        state.metrics.entries_rejected(e.code(), 1);
-    }
-    result
-}
-
-async fn receive<B>(state: &Arc<AppState>, request: hyper::Request<B>) -> Result<Response, ApiError>
+) -> Response
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let (parts, body) = request.into_parts();
+    let (body_type, gzip) = match admit(&state, client, &parts.headers).await {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            let response = rejected(&state, e);
+            return unread(body, response, state.request_timeout).await;
+        }
+    };
+    let limit = if gzip {
+        gzip_limit(state.max_body_bytes)
+    } else {
+        state.max_body_bytes
+    };
+    // A known length is refused, or held against MAX_INFLIGHT_BODY_BYTES, before reading.
+    let hint = body.size_hint();
+    let held = match hint.lower() > limit {
+        true => Err(ApiError::BodyTooLarge { limit }),
+        false => state.body_budget.reserve(hint.exact().unwrap_or(0)).await,
+    };
+    let held = match held {
+        Ok(held) => held,
+        Err(e) => return unread(body, rejected(&state, e), state.request_timeout).await,
+    };
+    let mut read = pin!(read_body(body, limit, held, &state.body_budget));
+    let received = match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+        // Already received, as a single entry usually is: no timer to arm.
+        Poll::Ready(received) => received,
+        Poll::Pending => tokio::time::timeout(state.request_timeout, read)
+            .await
+            .unwrap_or(Err(ApiError::RequestTimeout(state.request_timeout))),
+    };
+    let (raw, held) = match received {
+        Ok(received) => received,
+        // Part of the body may still be on its way.
+        Err(e) => return close(rejected(&state, e)),
+    };
+    if let Some(phase) = parts.extensions.get::<RequestPhase>() {
+        phase.set(Phase::Arrived);
+    }
+    match count(&state, body_type, gzip, raw, held).await {
+        Ok(response) => response,
+        Err(e) => rejected(&state, e),
+    }
+}
+
+/// The checks made on a request's head before its body is read: rate limit, token, body type
+/// and encoding, and the end of recovery.
+async fn admit(
+    state: &AppState,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<(BodyType, bool), ApiError> {
+    // Before the token check, so that guessing tokens is limited too.
+    if let (Some(limiter), Some(client)) = (&state.rate_limiter, client)
+        && let Err(wait) = limiter.check(client)
+    {
+        return Err(ApiError::RateLimited {
+            retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        });
+    }
     if let Some(tokens) = &state.ingest_tokens
-        && !tokens.allow(&parts.headers)
+        && !tokens.allow(headers)
     {
         return Err(ApiError::Unauthorized);
     }
-    let body_type = body_type(&parts.headers)?;
-    let gzip = is_gzip(&parts.headers)?;
+    let admitted = (body_type(headers)?, is_gzip(headers)?);
     state.wait_recovered().await?;
-    let limit = state.max_body_bytes;
-    let mut read = pin!(read_body(
-        body,
-        if gzip { gzip_limit(limit) } else { limit }
-    ));
-    let raw = match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
-        // Already received, as a single entry usually is: no timer to arm.
-        Poll::Ready(raw) => raw?,
-        Poll::Pending => tokio::time::timeout(state.request_timeout, read)
+    Ok(admitted)
+}
+
+/// Counts a refused request in the metrics and answers it.
+fn rejected(state: &AppState, e: ApiError) -> Response {
+    state.metrics.entries_received(1);
+    state.metrics.entries_rejected(e.code(), 1);
+    e.into_response()
+}
+
+/// Bodies up to this many bytes, of a known length, are read and discarded after a refusal that
+/// did not need them, so that the connection stays open; larger or chunked ones get
+/// `Connection: close`.
+const DRAIN_MAX_BYTES: u64 = 1 << 20;
+
+/// Passes on `response` to a request whose body was not read: the body is drained when that is
+/// cheap, otherwise the reply closes the connection.
+async fn unread<B>(body: B, response: Response, timeout: Duration) -> Response
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    if body.is_end_stream() {
+        return response;
+    }
+    let small = body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= DRAIN_MAX_BYTES);
+    let drained = small
+        && tokio::time::timeout(timeout.min(Duration::from_secs(1)), body.collect())
             .await
-            .map_err(|_| ApiError::RequestTimeout(state.request_timeout))??,
-    };
+            .is_ok_and(|read| read.is_ok());
+    if drained { response } else { close(response) }
+}
+
+/// Adds `Connection: close`: hyper then closes the connection after this reply.
+fn close(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Parses and counts a received body, holding its share of `MAX_INFLIGHT_BODY_BYTES` (`held`)
+/// until it is counted.
+async fn count(
+    state: &Arc<AppState>,
+    body_type: BodyType,
+    gzip: bool,
+    raw: Bytes,
+    held: Held,
+) -> Result<Response, ApiError> {
     if !gzip && body_type == BodyType::Json && !is_array(&raw) {
         // The seed format stays on the runtime thread: one small entry needs no hand-off.
         let response = log_one(state, &raw)?;
+        drop(held);
         return state.acknowledge(response).await;
     }
+    let limit = state.max_body_bytes;
+    // The decoded copy of a gzip body is held too: reserved at its limit, then cut to its size.
+    let decoded_held = match gzip {
+        true => Some(state.body_budget.reserve(limit).await?),
+        false => None,
+    };
     let shared = state.clone();
     let work = move || {
         let state = shared;
@@ -290,11 +378,14 @@ where
         } else {
             Cow::Borrowed(&raw[..])
         };
-        match body_type {
+        let decoded_held = decoded_held.map(|held| held.shrink_to(decoded.len() as u64));
+        let response = match body_type {
             BodyType::Json if !is_array(&decoded) => log_one(&state, &decoded),
             BodyType::Json => log_batch(&state, BatchFormat::JsonArray, &decoded),
             BodyType::Lines(format) => log_batch(&state, BatchFormat::Lines(format), &decoded),
-        }
+        };
+        drop((held, decoded_held));
+        response
     };
     // Decoding and parsing a batch is CPU work of up to a few hundred milliseconds; off the
     // runtime's threads it cannot stall other connections.
@@ -409,22 +500,148 @@ fn gzip_limit(limit: u64) -> u64 {
     limit.saturating_add(limit / 1024).saturating_add(4096)
 }
 
-/// Reads the whole body, refusing it as soon as it is known to exceed `limit`: at once from a
-/// `Content-Length` header (hyper's size hint), or while streaming a chunked one.
-async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, ApiError>
+/// Reads the whole body, refusing it as soon as it exceeds `limit`. `held` is its share of
+/// `budget` taken for a known length; a chunked body takes its share as it arrives.
+async fn read_body<B>(
+    body: B,
+    limit: u64,
+    mut held: Held,
+    budget: &BodyBudget,
+) -> Result<(Bytes, Held), ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let too_large = ApiError::BodyTooLarge { limit };
-    if body.size_hint().lower() > limit {
-        return Err(too_large);
+    let known = body.size_hint().exact();
+    let mut body = pin!(body);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        len += data.len() as u64;
+        if len > limit {
+            return Err(too_large);
+        }
+        if known.is_none() {
+            held.add(budget.reserve(data.len() as u64).await?);
+        }
+        chunks.push(data);
     }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large),
-        Err(e) => Err(ApiError::BodyUnreadable(e.to_string())),
+    let whole = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => Bytes::from(chunks.concat()),
+    };
+    Ok((whole, held))
+}
+
+/// `MAX_INFLIGHT_BODY_BYTES`: the request bodies held in memory at once, all connections
+/// together, in KiB permits. A request waits at most [`BodyBudget::WAIT`] for its share, then is
+/// answered 503 `overloaded`.
+#[derive(Debug)]
+pub struct BodyBudget {
+    permits: Arc<Semaphore>,
+    wait: Duration,
+}
+
+/// A request's share of the [`BodyBudget`], returned when dropped.
+#[derive(Debug)]
+pub struct Held(Option<OwnedSemaphorePermit>);
+
+impl Held {
+    fn add(&mut self, more: Held) {
+        match (&mut self.0, more.0) {
+            (Some(held), Some(more)) => held.merge(more),
+            (none @ None, more) => *none = more,
+            (_, None) => {}
+        }
+    }
+
+    /// Returns all but `bytes` of the share.
+    fn shrink_to(mut self, bytes: u64) -> Held {
+        if let Some(held) = &mut self.0 {
+            let keep = kib(bytes) as usize;
+            if held.num_permits() > keep {
+                drop(held.split(held.num_permits() - keep));
+            }
+        }
+        self
+    }
+}
+
+/// Permits for `bytes`: whole KiB, rounded up.
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+impl BodyBudget {
+    /// How long a request waits for its share before 503 `overloaded`.
+    pub const WAIT: Duration = Duration::from_secs(1);
+
+    /// A budget of `bytes`; requests wait at most `wait` (capped at [`Self::WAIT`]).
+    pub fn new(bytes: u64, wait: Duration) -> BodyBudget {
+        let permits = usize::try_from(bytes / 1024).unwrap_or(usize::MAX);
+        BodyBudget {
+            permits: Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS))),
+            wait: wait.min(Self::WAIT),
+        }
+    }
+
+    /// Takes `bytes` of the budget, waiting for other requests to return theirs.
+    async fn reserve(&self, bytes: u64) -> Result<Held, ApiError> {
+        let n = kib(bytes);
+        if n == 0 {
+            return Ok(Held(None));
+        }
+        if let Ok(permit) = self.permits.clone().try_acquire_many_owned(n) {
+            return Ok(Held(Some(permit)));
+        }
+        match tokio::time::timeout(self.wait, self.permits.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => Ok(Held(Some(permit))),
+            _ => Err(ApiError::Overloaded),
+        }
+    }
+}
+
+/// Where the request a connection is serving stands: shared by the connection, which at
+/// shutdown waits only for requests whose body has arrived, and `POST /logs`, which says when
+/// its body has (a request without a body has it from the start).
+#[derive(Debug, Clone, Default)]
+pub struct RequestPhase(Arc<AtomicU8>);
+
+/// The states of a [`RequestPhase`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No request yet, or its head or body still arriving.
+    Receiving,
+    /// The whole request has arrived and is being answered.
+    Arrived,
+    /// The reply is being written (or was, and the connection waits for the next request).
+    Replied,
+}
+
+impl RequestPhase {
+    /// The current state.
+    pub fn get(&self) -> Phase {
+        match self.0.load(Ordering::Acquire) {
+            1 => Phase::Arrived,
+            2 => Phase::Replied,
+            _ => Phase::Receiving,
+        }
+    }
+
+    /// Sets the state.
+    pub fn set(&self, phase: Phase) {
+        let value = match phase {
+            Phase::Receiving => 0,
+            Phase::Arrived => 1,
+            Phase::Replied => 2,
+        };
+        self.0.store(value, Ordering::Release);
     }
 }
 

@@ -35,7 +35,7 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 
 /// Every reason a log entry can be rejected for; each gets a series from the start, so that
 /// `rate()` sees the first rejection.
-const REJECT_REASONS: [&str; 11] = [
+const REJECT_REASONS: [&str; 12] = [
     "invalid_json",
     "missing_ip",
     "invalid_ip",
@@ -47,6 +47,7 @@ const REJECT_REASONS: [&str; 11] = [
     "rate_limited",
     "request_timeout",
     "storage_unavailable",
+    "overloaded",
 ];
 
 /// The ingest listener's routes as metric labels; any other path is `other`, so that scanners

@@ -28,6 +28,7 @@ const SETTINGS: &[&str] = &[
     "RUST_LOG",
     "LOG_FORMAT",
     "MAX_BODY_BYTES",
+    "MAX_INFLIGHT_BODY_BYTES",
     "DATA_DIR",
     "PERSISTENCE",
     "DURABILITY",

@@ -163,3 +163,124 @@ async fn a_client_over_rate_limit_per_ip_gets_429_and_its_excess_never_counts() 
         assert_eq!(server.health().await.status, 200);
     }
 }
+
+/// One HTTP/1.1 reply read off a raw connection: the status, the head's lines and the body
+/// (by `Content-Length`); `None` when the connection closes first.
+async fn read_reply(stream: &mut TcpStream) -> Option<(u16, String, String)> {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => got.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some((
+        status_of(&head),
+        head,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+fn says_close(head: &str) -> bool {
+    head.to_ascii_lowercase()
+        .contains("\r\nconnection: close\r\n")
+}
+
+/// A burst on one keep-alive connection past RATE_LIMIT_PER_IP gets every reply: a 429 either
+/// leaves the connection open or says `Connection: close` before it is closed.
+#[tokio::test]
+async fn a_burst_on_one_keep_alive_connection_sees_no_unannounced_close() {
+    let server = ServerProcess::start(&["--rate-limit-per-ip=50"], &[]);
+    let mut conn = TcpStream::connect(server.ingest).await.unwrap();
+    let (mut ok, mut limited) = (0, 0);
+    for i in 0..300 {
+        let body = format!(r#"{{"ip":"198.51.100.{}"}}"#, i % 200);
+        conn.write_all(request(&server, &body).as_bytes())
+            .await
+            .unwrap();
+        let (status, head, text) = read_reply(&mut conn)
+            .await
+            .unwrap_or_else(|| panic!("request {i}: closed without a reply or a warning"));
+        match status {
+            200 => ok += 1,
+            429 => limited += 1,
+            other => panic!("request {i}: {other} {text}"),
+        }
+        if says_close(&head) {
+            conn = TcpStream::connect(server.ingest).await.unwrap();
+        }
+    }
+    assert!(ok >= 50 && limited > 0, "{ok} ok, {limited} limited");
+}
+
+/// A body refused as too large before it is read says `Connection: close`, and the connection
+/// is then closed.
+#[tokio::test]
+async fn a_413_before_the_body_is_read_says_connection_close() {
+    let server = ServerProcess::start(&["--max-body-bytes=1KiB"], &[]);
+    let mut conn = TcpStream::connect(server.ingest).await.unwrap();
+    let head = format!(
+        "POST /logs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\n\
+         Content-Length: 4096\r\n\r\n",
+        server.ingest
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let (status, head, _) = read_reply(&mut conn).await.expect("a reply");
+    assert_eq!(status, 413);
+    assert!(says_close(&head), "{head}");
+    let (_, closed) = read_until_closed(&mut conn, Duration::from_secs(2)).await;
+    assert!(closed);
+}
+
+/// With MAX_INFLIGHT_BODY_BYTES taken by bodies still arriving, a further request waits, then
+/// gets 503 `overloaded` with Retry-After and changes nothing; once they are gone it is counted.
+#[tokio::test]
+async fn bodies_past_max_inflight_body_bytes_get_503_overloaded() {
+    let server = ServerProcess::start(
+        &[
+            "--max-body-bytes=1MiB",
+            "--max-inflight-body-bytes=2MiB",
+            "--persistence=off",
+        ],
+        &[],
+    );
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(server.ingest).await.unwrap();
+        let head = format!(
+            "POST /logs HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n1.2.3.4\n",
+            1 << 20
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        holders.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let reply = server.post_ip("192.0.2.77").await;
+    reply.assert_error(503, "overloaded");
+    assert_eq!(reply.header("retry-after"), "1");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.unique_count().await, 0);
+
+    drop(holders);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = server.post_ip("192.0.2.77").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(server.unique_count().await, 1);
+}
