@@ -9,7 +9,7 @@ IMAGE        ?= ip-counter:latest
 LOG_PORT     ?= 5000
 METRICS_PORT ?= 9102
 
-.PHONY: help build run dev test test-unit test-integration bench load-test durability-cost restart-time security-cost body-flood fuzz chaos memory coverage \
+.PHONY: help build run dev test test-unit test-integration bench load-test durability-cost crash-test restart-time security-cost body-flood fuzz chaos memory coverage \
         fmt lint audit check ci docs docker-build docker-run install-dev-deps
 
 help: ## List the targets with a one-line description
@@ -43,6 +43,9 @@ load-test: ## wrk load test: the service against a bare hyper server (ROUNDS=3 D
 
 durability-cost: ## Throughput memory-only vs DURABILITY=buffered vs fsync, as ratios (ROUNDS=3)
 	scripts/durability-cost.sh
+
+crash-test: ## kill -9 at random moments under big-batch and single-entry load, CRASH_KILLS (40) per durability mode
+	$(CARGO) test --release --test api persistence::crash_test -- --ignored --nocapture
 
 restart-time: ## Time from start to /ready 200 on a data directory of 10M IPv4 + 1M IPv6, and its bytes per address
 	scripts/restart-time.sh

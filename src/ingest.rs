@@ -1,10 +1,13 @@
 //! The ingest listener: its router and thin handlers for `POST /logs`, `GET /health`,
 //! `GET /ready`, `GET /stats` and `GET /openapi.json`, and the state they share.
 //!
-//! A handler reads the body under the size limit (decoded size for gzip), hands the bytes to
+//! A handler reads the body under the size limit (decoded size for gzip) and holds it against
+//! `MAX_INFLIGHT_BODY_BYTES` ([`BodyBudget`]), hands the bytes to
 //! [`crate::parse`] (one entry) or [`crate::batch`] (many), counts the addresses in the [`Store`]
 //! (through the [`Journal`], which logs new ones first, when persistence is on), waits for them
-//! to be as durable as `DURABILITY` promises, and answers; every refusal is an [`ApiError`].
+//! to be as durable as `DURABILITY` promises, and answers; every refusal is an [`ApiError`],
+//! with `Connection: close` when it leaves the body unread. It also tells the connection when a
+//! request's body has arrived ([`RequestPhase`]), which is what shutdown waits for.
 
 use std::borrow::Cow;
 use std::future::{Future, poll_fn};
@@ -254,9 +257,10 @@ where
     };
     // A known length is refused, or held against MAX_INFLIGHT_BODY_BYTES, before reading.
     let hint = body.size_hint();
-    let held = match hint.lower() > limit {
-        true => Err(ApiError::BodyTooLarge { limit }),
-        false => state.body_budget.reserve(hint.exact().unwrap_or(0)).await,
+    let held = if hint.lower() > limit {
+        Err(ApiError::BodyTooLarge { limit })
+    } else {
+        state.body_budget.reserve(hint.exact().unwrap_or(0)).await
     };
     let held = match held {
         Ok(held) => held,
@@ -366,9 +370,10 @@ async fn count(
     }
     let limit = state.max_body_bytes;
     // The decoded copy of a gzip body is held too: reserved at its limit, then cut to its size.
-    let decoded_held = match gzip {
-        true => Some(state.body_budget.reserve(limit).await?),
-        false => None,
+    let decoded_held = if gzip {
+        Some(state.body_budget.reserve(limit).await?)
+    } else {
+        None
     };
     let shared = state.clone();
     let work = move || {
@@ -515,7 +520,9 @@ where
     let too_large = ApiError::BodyTooLarge { limit };
     let known = body.size_hint().exact();
     let mut body = pin!(body);
-    let mut chunks: Vec<Bytes> = Vec::new();
+    // A single entry arrives in one frame: kept as it is, without a copy or a list.
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
@@ -529,12 +536,21 @@ where
         if known.is_none() {
             held.add(budget.reserve(data.len() as u64).await?);
         }
-        chunks.push(data);
+        match &first {
+            None => first = Some(data),
+            Some(head) => {
+                if more.is_empty() {
+                    more.reserve(known.unwrap_or(len) as usize);
+                    more.extend_from_slice(head);
+                }
+                more.extend_from_slice(&data);
+            }
+        }
     }
-    let whole = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().expect("one chunk"),
-        _ => Bytes::from(chunks.concat()),
+    let whole = match (first, more.is_empty()) {
+        (None, _) => Bytes::new(),
+        (Some(first), true) => first,
+        (Some(_), false) => Bytes::from(more),
     };
     Ok((whole, held))
 }

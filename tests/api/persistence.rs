@@ -192,53 +192,94 @@ enum Stop {
     Term,
 }
 
+/// What the clients of a [`crash_cycles`] cycle send.
+#[derive(Clone, Copy, Debug)]
+enum Load {
+    /// 6 clients: single entries, with a 10-line NDJSON batch every 7th request.
+    Mixed,
+    /// 8 clients: batches of 3,000 lines (text/plain and NDJSON in turn), 100 of them repeats.
+    BigBatches,
+}
+
+/// One request of `load` from client `client`: its addresses, content type and body.
+fn load_request(load: Load, client: u32, i: u32, base: u32) -> (Vec<String>, &'static str, String) {
+    match load {
+        Load::Mixed if i % 7 == 6 => {
+            let ips = addresses(base + i * 10, 10);
+            let body = ips
+                .iter()
+                .map(|ip| format!("{{\"ip\":\"{ip}\"}}\n"))
+                .collect();
+            (ips, "application/x-ndjson", body)
+        }
+        Load::Mixed => {
+            let ips = addresses(base + i * 10, 1);
+            let body = format!("{{\"ip\":\"{}\"}}", ips[0]);
+            (ips, "application/json", body)
+        }
+        Load::BigBatches => {
+            let mut ips = addresses(base + i * 2_900, 2_900);
+            ips.extend(addresses(base, 100));
+            if (client + i).is_multiple_of(2) {
+                let body = ips
+                    .iter()
+                    .map(|ip| format!("{ip} - - [x] \"GET / HTTP/1.1\" 200 1\n"));
+                (ips.clone(), "text/plain", body.collect())
+            } else {
+                let body = ips.iter().map(|ip| format!("{{\"ip\":\"{ip}\"}}\n"));
+                (ips.clone(), "application/x-ndjson", body.collect())
+            }
+        }
+    }
+}
+
 /// Each cycle starts the service on the same directory, checks that everything acknowledged
-/// before is still counted, then puts it under load from 6 clients (single entries, batches and
-/// repeats) and stops it after a seeded random delay.
-async fn crash_cycles(durability: &str, kills: usize, seed: u64, stop_with: Stop) {
+/// before is still counted, then puts it under the next load of `loads` (in turn) and stops it
+/// after a seeded random delay. Every third cycle snapshots every 200 ms, so that stops land
+/// during snapshots and log switches too.
+async fn crash_cycles(durability: &str, kills: usize, seed: u64, stop_with: Stop, loads: &[Load]) {
     let data = tempfile::tempdir().unwrap();
     let mode = format!("--durability={durability}");
     let mut rng = StdRng::seed_from_u64(seed);
     let acked = Arc::new(Mutex::new(HashSet::<String>::new()));
     let sent = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let started = std::time::Instant::now();
     let mut next = 0u32;
     for cycle in 0..=kills {
-        let mut server = start(data.path(), &[&mode]).await;
+        let mut flags = vec![mode.as_str()];
+        if cycle % 3 == 2 {
+            flags.extend(["--snapshot-interval=200ms", "--fsync-interval=50ms"]);
+        }
+        let mut server = start(data.path(), &flags).await;
         let known = acked.lock().unwrap().clone();
         let sent_so_far = sent.lock().unwrap().len();
         assert_kept(&server, &known, sent_so_far).await;
         if cycle == kills {
             break;
         }
+        let load = loads[cycle % loads.len()];
+        let clients_n = match load {
+            Load::Mixed => 6,
+            Load::BigBatches => 8,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let mut clients = Vec::new();
-        for client in 0..6u32 {
+        for client in 0..clients_n {
             let (acked, sent, stop) = (acked.clone(), sent.clone(), stop.clone());
             let url = server.ingest_url("/logs");
             let http = server.client.clone();
-            let base = next + client * 100_000;
+            let base = next + client * 1_000_000;
             clients.push(tokio::spawn(async move {
                 for i in 0u32.. {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let batch = i % 7 == 6;
-                    let ips = addresses(base + i * 10, if batch { 10 } else { 1 });
+                    let (ips, content_type, body) = load_request(load, client, i, base);
                     sent.lock().unwrap().extend(ips.iter().cloned());
-                    let request = if batch {
-                        let body: String = ips
-                            .iter()
-                            .map(|ip| format!("{{\"ip\":\"{ip}\"}}\n"))
-                            .collect();
-                        http.post(&url)
-                            .header("content-type", "application/x-ndjson")
-                            .body(body)
-                    } else {
-                        let body = format!("{{\"ip\":\"{}\"}}", ips[0]);
-                        http.post(&url)
-                            .header("content-type", "application/json")
-                            .body(body)
-                    };
+                    let request = http
+                        .post(&url)
+                        .header("content-type", content_type)
+                        .body(body);
                     let Ok(response) = request.send().await else {
                         break;
                     };
@@ -253,8 +294,8 @@ async fn crash_cycles(durability: &str, kills: usize, seed: u64, stop_with: Stop
                 }
             }));
         }
-        next += 6 * 100_000;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(20..300))).await;
+        next += clients_n * 1_000_000;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..400))).await;
         match stop_with {
             Stop::Kill => server.kill_9(),
             Stop::Term => {
@@ -271,26 +312,45 @@ async fn crash_cycles(durability: &str, kills: usize, seed: u64, stop_with: Stop
     let (acked, sent) = (acked.lock().unwrap().len(), sent.lock().unwrap().len());
     assert!(acked > 100, "the load reached the service");
     eprintln!(
-        "{durability}: {kills} stops, {acked} addresses acknowledged of {sent} sent, none lost"
+        "{durability}, {loads:?}: {kills} stops, {kills} restarts all succeeded, {acked} addresses \
+         acknowledged of {sent} sent, none lost ({:.0} s)",
+        started.elapsed().as_secs_f64()
     );
 }
 
+const BOTH: &[Load] = &[Load::Mixed, Load::BigBatches];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_address_buffered() {
-    crash_cycles("buffered", 11, 4, Stop::Kill).await;
+    crash_cycles("buffered", 11, 4, Stop::Kill, BOTH).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_address_fsync() {
-    crash_cycles("fsync", 11, 5, Stop::Kill).await;
+    crash_cycles("fsync", 11, 5, Stop::Kill, BOTH).await;
+}
+
+/// `make crash-test`: CRASH_KILLS (default 40) kill -9s per durability mode, big batches and
+/// single entries in turn, on the release binary; CRASH_SEED picks other moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes long: make crash-test"]
+async fn crash_test() {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .map_or(default, |v| v.parse().expect(name))
+    };
+    let (kills, seed) = (var("CRASH_KILLS", 40) as usize, var("CRASH_SEED", 1));
+    crash_cycles("buffered", kills, seed, Stop::Kill, BOTH).await;
+    crash_cycles("fsync", kills, seed + 1, Stop::Kill, BOTH).await;
 }
 
 /// SIGTERM under load: the service exits 0, and everything it acknowledged, up to its last
 /// reply, is there after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_address() {
-    crash_cycles("buffered", 3, 6, Stop::Term).await;
-    crash_cycles("fsync", 3, 7, Stop::Term).await;
+    crash_cycles("buffered", 3, 6, Stop::Term, BOTH).await;
+    crash_cycles("fsync", 3, 7, Stop::Term, BOTH).await;
 }
 
 /// Kills the service right after a batch of 5 new addresses (the log's last frame), then cuts
