@@ -194,7 +194,10 @@ pub fn service(
         let (state, router) = (state.clone(), router.clone());
         async move {
             if request.method() != axum::http::Method::POST || request.uri().path() != "/logs" {
-                return tower::ServiceExt::oneshot(router, request.map(Body::new)).await;
+                // No other route reads a body: one sent anyway is left unread.
+                let unread = !hyper::body::Body::is_end_stream(request.body());
+                let response = tower::ServiceExt::oneshot(router, request.map(Body::new)).await;
+                return response.map(|r| if unread { close(r) } else { r });
             }
             let start = Instant::now();
             let response = post_logs(state.clone(), Some(client), request).await;

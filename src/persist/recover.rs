@@ -220,7 +220,6 @@ pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
         _ => {}
     }
 
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
     let newest = logs.last().map(|&(g, _)| g);
     let mut expected = from;
     for (generation, path) in logs {
@@ -257,20 +256,8 @@ pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
                 what: format!("the header says generation {in_header}, the name {generation}"),
             }));
         }
-        let mut records = 0;
-        let end = format::read_frames(&bytes, LOG_HEADER_LEN, LOG_RECORD_LEN, |payload| {
-            for record in payload.chunks_exact(LOG_RECORD_LEN) {
-                match format::log_record_addr(record) {
-                    IpAddr::V4(a) => v4.push(a.to_bits()),
-                    IpAddr::V6(a) => v6.push(a.to_bits()),
-                }
-            }
-            records += (payload.len() / LOG_RECORD_LEN) as u64;
-        })
-        .map_err(damaged(&path))?;
-        store.insert_bits(&mut v4, &v6);
-        v4.clear();
-        v6.clear();
+        let (records, end) = replay_log(&bytes, store);
+        let end = end.map_err(damaged(&path))?;
         recovered.logs.push(LogRead {
             path,
             generation,
@@ -283,4 +270,23 @@ pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
     }
     recovered.next_generation = expected;
     Ok(recovered)
+}
+
+/// Counts the records of a log's whole frames (after its header) into `store`, up to its end or
+/// its first damage; returns how many were read and where reading stopped.
+pub fn replay_log(bytes: &[u8], store: &Store) -> (u64, Result<format::End, Damage>) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    let mut records = 0;
+    let start = LOG_HEADER_LEN.min(bytes.len());
+    let end = format::read_frames(bytes, start, LOG_RECORD_LEN, |payload| {
+        for record in payload.chunks_exact(LOG_RECORD_LEN) {
+            match format::log_record_addr(record) {
+                IpAddr::V4(a) => v4.push(a.to_bits()),
+                IpAddr::V6(a) => v6.push(a.to_bits()),
+            }
+        }
+        records += (payload.len() / LOG_RECORD_LEN) as u64;
+    });
+    store.insert_bits(&mut v4, &v6);
+    (records, end)
 }

@@ -10,7 +10,6 @@
 
 use std::fs;
 use std::io;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
-use super::format::{self, LOG_HEADER_LEN, LOG_RECORD_LEN};
+use super::format;
 use super::{DataDir, Durability, Journal, SNAPSHOT, SNAPSHOT_TMP, Settings, logs_in, recover};
 use crate::store::Store;
 
@@ -160,29 +159,13 @@ fn salvage(dir: &Path, store: &Store) -> io::Result<(Vec<FileRead>, u64)> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (generation, path) in logs_in(dir)? {
         next_generation = next_generation.max(generation + 1);
-        let bytes = fs::read(&path)?;
-        let mut records = 0;
-        let start = LOG_HEADER_LEN.min(bytes.len());
-        let stopped = format::read_frames(&bytes, start, LOG_RECORD_LEN, |payload| {
-            for record in payload.chunks_exact(LOG_RECORD_LEN) {
-                match format::log_record_addr(record) {
-                    IpAddr::V4(a) => v4.push(a.to_bits()),
-                    IpAddr::V6(a) => v6.push(a.to_bits()),
-                }
-            }
-            records += (payload.len() / LOG_RECORD_LEN) as u64;
-        })
-        .err();
-        store.insert_bits(&mut v4, &v6);
-        v4.clear();
-        v6.clear();
+        let (records, end) = recover::replay_log(&fs::read(&path)?, store);
         read.push(FileRead {
             path,
             records,
-            stopped,
+            stopped: end.err(),
         });
     }
     Ok((read, next_generation))

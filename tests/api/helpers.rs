@@ -358,6 +358,17 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawReply {
 }
 
 /// The status code of an HTTP/1.x response's status line.
+/// The `Content-Length` of a raw reply's head, 0 when it has none.
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
 pub fn status_of(response: &str) -> u16 {
     response
         .strip_prefix("HTTP/1.")

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Reply, ServerProcess, status_of};
+use crate::helpers::{Reply, ServerProcess, content_length, status_of};
 
 const ENTRY: &str = r#"{"ip":"192.0.2.44"}"#;
 
@@ -176,14 +176,7 @@ async fn read_reply(stream: &mut TcpStream) -> Option<(u16, String, String)> {
         }
     }
     let head = String::from_utf8_lossy(&got).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
+    let length = content_length(&head);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).await.ok()?;
     Some((
@@ -283,4 +276,20 @@ async fn bodies_past_max_inflight_body_bytes_get_503_overloaded() {
     let reply = server.post_ip("192.0.2.77").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(server.unique_count().await, 1);
+}
+
+/// A body sent to a route that reads none (here `POST /stats`, 405) is left unread, so the
+/// reply says `Connection: close`.
+#[tokio::test]
+async fn a_body_sent_to_a_route_that_reads_none_gets_connection_close() {
+    let server = ServerProcess::start(&[], &[]);
+    let mut conn = TcpStream::connect(server.ingest).await.unwrap();
+    let request = format!(
+        "POST /stats HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\n\r\nhello",
+        server.ingest
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let (status, head, _) = read_reply(&mut conn).await.expect("a reply");
+    assert_eq!(status, 405);
+    assert!(says_close(&head), "{head}");
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::helpers::{ServerProcess, run_to_exit, status_of};
+use crate::helpers::{ServerProcess, content_length, run_to_exit, status_of};
 
 /// A self-signed certificate for `localhost`, written as `name.crt` and `name.key`.
 struct Pair {
@@ -78,14 +78,7 @@ async fn exchange(stream: &mut TlsStream<TcpStream>, request: &str) -> (u16, Str
         got.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&got).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
+            let length = content_length(head);
             if body.len() >= length {
                 return (status_of(&text), body.to_owned());
             }
