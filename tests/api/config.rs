@@ -210,6 +210,10 @@ async fn other_log_settings_start() {
             server.output()
         );
         // Written to a pipe, the text log has no colour codes.
+        let deadline = std::time::Instant::now() + QUICK;
+        while !server.stderr().contains("INFO") && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let log = server.stderr();
         assert!(
             log.contains("INFO") && !log.contains('\x1b'),
