@@ -6,7 +6,8 @@
 #   ROUNDS=5 DURATION=30s scripts/load-test.sh
 #
 # Settings (environment): ROUNDS (3), DURATION (10s), CONNECTIONS (64), THREADS (1),
-# SERVICE_PORT (15000), METRICS_PORT (19102), BARE_PORT (15001), SERVICE_CMD (the command that
+# SERVICE_PORT (15000), METRICS_PORT (19102), BARE_PORT (15001), BARE_WORKERS (1: the bare
+# server's worker threads, the service's own model), SERVICE_CMD (the command that
 # starts the service side; default target/release/ip-counter, configured through the environment).
 #
 # Every request carries a new random IPv4 address (scripts/random-ip.lua). Output: a Markdown
@@ -19,6 +20,9 @@ cd "$(dirname "$0")/.."
 SERVICE_PORT=${SERVICE_PORT:-15000}
 METRICS_PORT=${METRICS_PORT:-19102}
 BARE_PORT=${BARE_PORT:-15001}
+# One worker is the strongest bare server on this 2-core machine with wrk beside it (README,
+# Performance): the baseline is the fastest plain hyper server, not one the service beats.
+BARE_WORKERS=${BARE_WORKERS:-1}
 OUT=target/load-test
 
 die() { echo "load-test: $*" >&2; exit 1; }
@@ -68,7 +72,7 @@ else
         LOG_LEVEL=warn target/release/ip-counter >"$OUT/service.log" 2>&1 </dev/null &
 fi
 service_pid=$!
-target/release/examples/bare_hyper "$HOST:$BARE_PORT" >"$OUT/bare.log" 2>&1 </dev/null &
+target/release/examples/bare_hyper "$HOST:$BARE_PORT" --workers "$BARE_WORKERS" >"$OUT/bare.log" 2>&1 </dev/null &
 bare_pid=$!
 
 # wait_ready NAME PID CURL-ARGS...: polls for up to 30 s while the process is alive.
