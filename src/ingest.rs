@@ -19,10 +19,10 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use axum::{Json, Router, middleware};
 use http_body_util::BodyExt;
 use serde::Serialize;
@@ -150,16 +150,14 @@ impl AppState {
     }
 }
 
-/// The ingest listener's router.
+/// The ingest listener's router, for every request but `POST /logs`, which [`handle`] takes
+/// before routing (so the router answers any other method on `/logs` with 405).
 pub fn router(state: Arc<AppState>) -> Router {
     let get_only = || async { ApiError::MethodNotAllowed("GET, HEAD") };
     Router::new()
         .route(
             "/logs",
-            post(|State(state): State<Arc<AppState>>, request: Request| {
-                post_logs(state, None, request)
-            })
-            .fallback(|| async { ApiError::MethodNotAllowed("POST") }),
+            any(|| async { ApiError::MethodNotAllowed("POST") }),
         )
         .route("/health", get(health).fallback(get_only))
         .route("/ready", get(ready).fallback(get_only))
@@ -173,11 +171,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The ingest listener as a hyper service for one connection from `client`; `router` is
-/// [`router`]'s, built once. `POST /logs` is dispatched here, before the router: axum's routing,
-/// middleware and boxing cost about a tenth of the bare-hyper request rate and tripled the p99
-/// (`make load-test`), more than parsing and counting the entry. Every other request goes
-/// through the router and its tracking middleware.
+/// The ingest listener as a hyper service for one connection from `client`: [`handle`] for
+/// each request; `router` is [`router`]'s, built once.
 pub fn service(
     state: Arc<AppState>,
     router: Router,
@@ -191,23 +186,42 @@ pub fn service(
 + Send
 + 'static {
     hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let (state, router) = (state.clone(), router.clone());
-        async move {
-            if request.method() != axum::http::Method::POST || request.uri().path() != "/logs" {
-                // No other route reads a body: one sent anyway is left unread.
-                let unread = !hyper::body::Body::is_end_stream(request.body());
-                let response = tower::ServiceExt::oneshot(router, request.map(Body::new)).await;
-                return response.map(|r| if unread { close(r) } else { r });
-            }
-            let start = Instant::now();
-            let response = post_logs(state.clone(), Some(client), request).await;
-            let route = metrics::Route::of("/logs");
-            state
-                .metrics
-                .request_done(route, response.status(), start.elapsed());
-            Ok(response)
-        }
+        let response = handle(state.clone(), router.clone(), client, request);
+        async move { Ok(response.await) }
     })
+}
+
+/// One request to the ingest listener from `client`, the path every request takes, in the
+/// service and in tests alike. `POST /logs` is dispatched here, before the router: axum's
+/// routing, middleware and boxing cost about a tenth of the bare-hyper request rate and tripled
+/// the p99 (`make load-test`), more than parsing and counting the entry. Every other request goes
+/// through `router` and its tracking middleware.
+pub async fn handle<B>(
+    state: Arc<AppState>,
+    router: Router,
+    client: IpAddr,
+    request: hyper::Request<B>,
+) -> Response
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if request.method() != axum::http::Method::POST || request.uri().path() != "/logs" {
+        // No other route reads a body: one sent anyway is left unread.
+        let unread = !hyper::body::Body::is_end_stream(request.body());
+        let response = match tower::ServiceExt::oneshot(router, request.map(Body::new)).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        return if unread { close(response) } else { response };
+    }
+    let start = Instant::now();
+    let response = post_logs(state.clone(), client, request).await;
+    let route = metrics::Route::of("/logs");
+    state
+        .metrics
+        .request_done(route, response.status(), start.elapsed());
+    response
 }
 
 #[derive(Serialize)]
@@ -229,18 +243,14 @@ enum BodyType {
     Lines(LineFormat),
 }
 
-/// `POST /logs` from `client` (unknown when the router is used on its own): one JSON entry, or a
+/// `POST /logs` from `client`: one JSON entry, or a
 /// batch (NDJSON, a JSON array, access-log text), each optionally gzip-encoded. Metrics count
 /// every entry of a batch; a request refused as a whole counts as one rejected entry.
 ///
 /// A refusal that leaves the body unread either reads and discards it (a known length up to
 /// [`DRAIN_MAX_BYTES`]) or says `Connection: close`, so that a keep-alive client is never cut
 /// off by a close it was not told of.
-async fn post_logs<B>(
-    state: Arc<AppState>,
-    client: Option<IpAddr>,
-    request: hyper::Request<B>,
-) -> Response
+async fn post_logs<B>(state: Arc<AppState>, client: IpAddr, request: hyper::Request<B>) -> Response
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -295,11 +305,11 @@ where
 /// and encoding, and the end of recovery.
 async fn admit(
     state: &AppState,
-    client: Option<IpAddr>,
+    client: IpAddr,
     headers: &HeaderMap,
 ) -> Result<(BodyType, bool), ApiError> {
     // Before the token check, so that guessing tokens is limited too.
-    if let (Some(limiter), Some(client)) = (&state.rate_limiter, client)
+    if let Some(limiter) = &state.rate_limiter
         && let Err(wait) = limiter.check(client)
     {
         return Err(ApiError::RateLimited {

@@ -1,6 +1,7 @@
-//! Hostile input at the ingest router, in process: random bytes and mutations of valid bodies of
-//! every type, plain and gzip. Every reply is a 2xx or 4xx JSON reply, and the count moves by
-//! exactly what the reply says was new, only on success.
+//! Hostile input at the ingest listener, in process, through `ingest::handle` (the path every
+//! production request takes): random bytes and mutations of valid bodies of every type, plain and
+//! gzip. Every reply is a 2xx or 4xx JSON reply, and the count moves by exactly what the reply
+//! says was new, only on success.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use http_body_util::BodyExt;
 use ip_counter::config::Config;
-use ip_counter::ingest::{AppState, router};
+use ip_counter::ingest::{AppState, handle, router};
 use ip_counter::store::Store;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
@@ -90,7 +91,8 @@ fn any_body_gets_a_json_2xx_or_4xx_and_the_count_moves_only_by_what_was_new() {
     let config =
         Config::from_args(["ip-counter", "--max-body-bytes=4KiB", "--persistence=off"]).unwrap();
     let state = Arc::new(AppState::new(Store::exact(), &config));
-    let app = router(state.clone());
+    let router = router(state.clone());
+    let client = std::net::Ipv4Addr::LOCALHOST.into();
     let cases = (
         hostile_body(),
         prop::sample::select(&CONTENT_TYPES[..]),
@@ -120,9 +122,7 @@ fn any_body_gets_a_json_2xx_or_4xx_and_the_count_moves_only_by_what_was_new() {
             let request = request.body(Body::from(body)).unwrap();
             let before = state.store.counts().total();
             let (status, reply) = runtime.block_on(async {
-                let response = tower::ServiceExt::oneshot(app.clone(), request)
-                    .await
-                    .unwrap();
+                let response = handle(state.clone(), router.clone(), client, request).await;
                 let status = response.status();
                 let bytes = response.into_body().collect().await.unwrap().to_bytes();
                 (status, bytes)
