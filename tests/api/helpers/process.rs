@@ -132,25 +132,30 @@ pub fn run_command(program: &std::path::Path, args: &[&str], timeout: Duration) 
 /// Waits for `child` (described as `what`) to exit and collects its output; kills it and fails
 /// the test after `timeout`.
 fn finish(mut child: Child, what: &str, timeout: Duration) -> Finished {
-    let stdout = collect(child.stdout.take().unwrap());
-    let stderr = collect(child.stderr.take().unwrap());
-    let status = wait_for(&mut child, timeout).unwrap_or_else(|| {
+    let read_all = |mut stream: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let status = wait_for(&mut child, timeout);
+    let Some(status) = status else {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
             "{what} was still running after {timeout:?}\nstdout: {}\nstderr: {}",
-            stdout.lock().unwrap(),
-            stderr.lock().unwrap()
+            stdout.join().unwrap_or_default(),
+            stderr.join().unwrap_or_default()
         )
-    });
-    // The reader threads finish at EOF, right after exit; give them a moment.
-    std::thread::sleep(Duration::from_millis(50));
-    let stdout = stdout.lock().unwrap().clone();
-    let stderr = stderr.lock().unwrap().clone();
+    };
+    // The readers end at EOF, once the child has exited: all it wrote is read.
     Finished {
         status,
-        stdout,
-        stderr,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 
