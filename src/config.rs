@@ -15,12 +15,12 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::auth::Tokens;
-use crate::count::CountArgs;
+use crate::cli::count::CountArgs;
+use crate::cli::send::SendArgs;
+use crate::http::auth::Tokens;
+use crate::http::tls::Tls;
 use crate::persist::repair::RepairArgs;
 use crate::persist::{Durability, Settings, VerifyArgs};
-use crate::send::SendArgs;
-use crate::tls::Tls;
 
 /// Exit status for a bad setting, as for any usage error.
 pub const USAGE_EXIT_CODE: u8 = 2;

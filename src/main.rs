@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
-use ip_counter::app::App;
+use ip_counter::cli::{count, send};
 use ip_counter::config::{Config, ConfigError, Invocation, USAGE_EXIT_CODE};
-use ip_counter::{count, persist, send, shutdown, telemetry};
+use ip_counter::http::server::App;
+use ip_counter::{persist, shutdown, telemetry};
 
 fn main() -> ExitCode {
     match Invocation::load() {

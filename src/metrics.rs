@@ -1,19 +1,15 @@
-//! Everything Prometheus sees: the metrics listener's router, the instruments the ingest path
-//! updates, and the values read at scrape time (the store's counts and the `process_*` family).
+//! Everything Prometheus sees: the instruments the ingest path updates, and the values read at
+//! scrape time (the store's counts, the journal's state and the `process_*` family); served by
+//! [`crate::http::scrape`].
 //!
 //! Instruments come from `prometheus-client`, which writes OpenMetrics text. A scraper that does
 //! not ask for OpenMetrics gets the Prometheus text format 0.0.4, derived from the same output by
 //! [`to_prometheus_text`].
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::http::StatusCode;
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
@@ -23,8 +19,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use thread_local::ThreadLocal;
 
-use crate::error::ApiError;
-use crate::ingest::{self, AppState};
 use crate::persist::Journal;
 use crate::store::Store;
 
@@ -181,7 +175,7 @@ impl Metrics {
         self.with_tally(|t| t.entries_received += n);
     }
 
-    /// Counts `n` log entries rejected for `reason`, an entry error code of [`ApiError::code`].
+    /// Counts `n` log entries rejected for `reason`, an entry error code of [`crate::http::error::ApiError::code`].
     pub fn entries_rejected(&self, reason: &str, n: u64) {
         let at = REJECT_REASONS.iter().position(|r| *r == reason);
         debug_assert!(
@@ -241,62 +235,6 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// The metrics listener's router: `GET /metrics` and `GET /health`.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(scrape).fallback(|| async { ApiError::MethodNotAllowed("GET, HEAD") }),
-        )
-        .route(
-            "/health",
-            get(ingest::health).fallback(|| async { ApiError::MethodNotAllowed("GET, HEAD") }),
-        )
-        .fallback(|| async { ApiError::NotFound })
-        .with_state(state)
-}
-
-async fn scrape(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(tokens) = &state.metrics_tokens
-        && !tokens.allow(&headers)
-    {
-        return ApiError::Unauthorized.into_response();
-    }
-    if state.wait_recovered().await.is_err() {
-        // A partial count would draw a drop on every dashboard; a failed scrape draws a gap.
-        return ingest::not_ready();
-    }
-    let wants_openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"));
-    let text = state.metrics.encode_openmetrics();
-    let (content_type, body) = if wants_openmetrics {
-        (OPENMETRICS_TEXT, text)
-    } else {
-        (PROMETHEUS_TEXT, to_prometheus_text(&text))
-    };
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        body,
-    )
-        .into_response()
-}
-
-/// Middleware for the ingest router: counts each request by route and status and times it.
-/// Routes are named from a fixed list so that scanners probing random paths cannot create
-/// unbounded label values.
-pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = Route::of(request.uri().path());
-    let start = Instant::now();
-    let response = next.run(request).await;
-    state
-        .metrics
-        .request_done(route, response.status(), start.elapsed());
-    response
 }
 
 /// The per-thread tallies, added up on each scrape.

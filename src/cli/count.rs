@@ -1,7 +1,7 @@
 //! `ip-counter count [FILE...]`: the distinct client addresses in log files, without a server.
 //!
 //! Each input (a file, `.gz` or not, or standard input) is read in large chunks on a second
-//! thread ([`crate::logfile`]), split into lines and parsed exactly as `POST /logs` parses a
+//! thread ([`crate::cli::logfile`]), split into lines and parsed exactly as `POST /logs` parses a
 //! batch ([`crate::batch`]), into the same [`Store`] the service uses. The format is detected per
 //! input from its first non-blank line unless `--format` forces it.
 
@@ -16,7 +16,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::batch::{self, LineFormat, Report};
-use crate::logfile::{self, Input};
+use crate::cli::logfile::{self, Input};
 use crate::store::Store;
 
 /// Arguments of `ip-counter count`.

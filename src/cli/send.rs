@@ -1,6 +1,6 @@
 //! `ip-counter send [FILE...] --to URL`: backfills a running service from log files.
 //!
-//! The inputs are read like `count` reads them ([`crate::logfile`]); their lines go, unchanged,
+//! The inputs are read like `count` reads them ([`crate::cli::logfile`]); their lines go, unchanged,
 //! in batches of `--batch-lines` lines to `POST /logs`: NDJSON as `application/x-ndjson`,
 //! access-log text as `text/plain`, so the service validates every line exactly as it would
 //! from a shipper and its line numbers map back to the file. Each batch is gzip-compressed and
@@ -21,7 +21,7 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{self, LineFormat};
-use crate::logfile::{self, Input};
+use crate::cli::logfile::{self, Input};
 
 /// Arguments of `ip-counter send`.
 #[derive(Debug, Clone, clap::Args)]

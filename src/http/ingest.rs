@@ -1,154 +1,38 @@
-//! The ingest listener: its router and thin handlers for `POST /logs`, `GET /health`,
-//! `GET /ready`, `GET /stats` and `GET /openapi.json`, and the state they share.
+//! `POST /logs` and the ingest listener's request path: [`handle`] takes every request,
+//! dispatching `POST /logs` here and the rest to the [`router`] ([`super::status`]).
 //!
-//! A handler reads the body under the size limit (decoded size for gzip) and holds it against
-//! `MAX_INFLIGHT_BODY_BYTES` ([`BodyBudget`]), hands the bytes to
-//! [`crate::parse`] (one entry) or [`crate::batch`] (many), counts the addresses in the [`Store`]
-//! (through the [`Journal`], which logs new ones first, when persistence is on), waits for them
-//! to be as durable as `DURABILITY` promises, and answers; every refusal is an [`ApiError`],
-//! with `Connection: close` when it leaves the body unread. It also tells the connection when a
+//! `POST /logs` checks the head (rate limit, token, body type and encoding), reads the body under
+//! the size limit (decoded size for gzip) holding it against `MAX_INFLIGHT_BODY_BYTES`
+//! ([`BodyBudget`]), hands the bytes to [`crate::parse`] (one entry) or [`crate::batch`] (many),
+//! counts the addresses through [`super::state::AppState`], waits for them to be as durable as
+//! `DURABILITY` promises, and answers; every refusal is an [`ApiError`], with
+//! `Connection: close` when it leaves the body unread. It also tells the connection when a
 //! request's body has arrived ([`RequestPhase`]), which is what shutdown waits for.
 
 use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router, middleware};
 use http_body_util::BodyExt;
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::auth::Tokens;
+use super::error::ApiError;
+use super::state::AppState;
+use super::{scrape, status};
 use crate::batch::{self, BatchFormat, Counted, LineError, LineFormat};
-use crate::config::Config;
-use crate::error::ApiError;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self};
 use crate::parse;
-use crate::persist::{Journal, StorageError};
-use crate::ratelimit::RateLimiter;
-use crate::store::Store;
-
-/// What every handler on both listeners shares.
-#[derive(Debug)]
-pub struct AppState {
-    /// The distinct addresses.
-    pub store: Arc<Store>,
-    /// Instruments and the exposition.
-    pub metrics: Metrics,
-    /// Largest accepted body in bytes.
-    pub max_body_bytes: u64,
-    /// Tokens `POST /logs` requires, when set.
-    pub ingest_tokens: Option<Tokens>,
-    /// Tokens `GET /metrics` requires, when set.
-    pub metrics_tokens: Option<Tokens>,
-    /// `RATE_LIMIT_PER_IP`, when set.
-    pub rate_limiter: Option<RateLimiter>,
-    /// How long a request body may take to arrive.
-    pub request_timeout: Duration,
-    /// `MAX_INFLIGHT_BODY_BYTES`.
-    pub body_budget: BodyBudget,
-    /// `PERSISTENCE=on`: addresses are counted through the journal, once recovery has set it.
-    persistent: bool,
-    journal: Arc<OnceLock<Arc<Journal>>>,
-    /// Turns true when `journal` is set.
-    recovered: watch::Sender<bool>,
-    started: Instant,
-    ready: AtomicBool,
-}
-
-impl AppState {
-    /// State around `store` with the request settings of `config`; not ready until
-    /// [`set_ready`](Self::set_ready).
-    pub fn new(store: Store, config: &Config) -> Self {
-        let store = Arc::new(store);
-        let journal = Arc::new(OnceLock::new());
-        AppState {
-            metrics: Metrics::new(store.clone(), Arc::clone(&journal)),
-            store,
-            max_body_bytes: config.max_body_bytes,
-            ingest_tokens: config.auth_token.clone(),
-            metrics_tokens: config.metrics_auth_token.clone(),
-            rate_limiter: RateLimiter::new(config.rate_limit_per_ip),
-            request_timeout: config.request_timeout,
-            body_budget: BodyBudget::new(config.max_inflight_body_bytes, config.request_timeout),
-            persistent: config.persistence().is_some(),
-            journal,
-            recovered: watch::Sender::new(false),
-            started: Instant::now(),
-            ready: AtomicBool::new(false),
-        }
-    }
-
-    /// Whether `/ready` answers 200.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    /// Recovery has read the data directory back into the store: writes go through `journal`
-    /// from now on.
-    pub fn set_journal(&self, journal: Arc<Journal>) {
-        let _ = self.journal.set(journal);
-        self.recovered.send_replace(true);
-    }
-
-    /// Waits (at most `REQUEST_TIMEOUT`) for recovery to finish, so that a client that arrives
-    /// during a restart is answered late rather than refused.
-    pub async fn wait_recovered(&self) -> Result<(), ApiError> {
-        if !self.recovering() {
-            return Ok(());
-        }
-        let mut recovered = self.recovered.subscribe();
-        match tokio::time::timeout(self.request_timeout, recovered.wait_for(|r| *r)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(StorageError::Recovering.into()),
-        }
-    }
-
-    /// Whether the data directory is still being read back into the store (whose count is
-    /// partial until then).
-    pub fn recovering(&self) -> bool {
-        self.persistent && self.journal.get().is_none()
-    }
-
-    /// Counts one address; whether it was new.
-    fn count_one(&self, ip: IpAddr) -> Result<bool, ApiError> {
-        match self.journal.get() {
-            Some(journal) => Ok(journal.insert(ip)?),
-            None if self.persistent => Err(StorageError::Recovering.into()),
-            None => Ok(self.store.insert(ip)),
-        }
-    }
-
-    /// Counts a batch's addresses; how many were new.
-    fn count_many(&self, ips: &[IpAddr]) -> Result<u64, ApiError> {
-        match self.journal.get() {
-            Some(journal) => Ok(journal.insert_many(ips)?),
-            None if self.persistent => Err(StorageError::Recovering.into()),
-            None => Ok(self.store.insert_many(ips)),
-        }
-    }
-
-    /// Passes `response` on once what the request counted or found is as durable as
-    /// `DURABILITY` promises: at once unless it is `fsync`.
-    async fn acknowledge(&self, response: Response) -> Result<Response, ApiError> {
-        if let Some(journal) = self.journal.get()
-            && journal.must_wait()
-        {
-            journal.durable().await?;
-        }
-        Ok(response)
-    }
-}
 
 /// The ingest listener's router, for every request but `POST /logs`, which [`handle`] takes
 /// before routing (so the router answers any other method on `/logs` with 405).
@@ -159,15 +43,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/logs",
             any(|| async { ApiError::MethodNotAllowed("POST") }),
         )
-        .route("/health", get(health).fallback(get_only))
-        .route("/ready", get(ready).fallback(get_only))
-        .route("/stats", get(stats).fallback(get_only))
-        .route("/openapi.json", get(openapi).fallback(get_only))
+        .route("/health", get(status::health).fallback(get_only))
+        .route("/ready", get(status::ready).fallback(get_only))
+        .route("/stats", get(status::stats).fallback(get_only))
+        .route("/openapi.json", get(status::openapi).fallback(get_only))
         .fallback(|| async { ApiError::NotFound })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), scrape::track))
         .with_state(state)
 }
 
@@ -672,71 +553,4 @@ impl RequestPhase {
         };
         self.0.store(value, Ordering::Release);
     }
-}
-
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
-    unique_ip_count: u64,
-    uptime: String,
-    version: &'static str,
-}
-
-/// `GET /health`: liveness with the current count; served on both listeners.
-pub async fn health(State(state): State<Arc<AppState>>) -> Json<impl Serialize> {
-    Json(Health {
-        status: "healthy",
-        unique_ip_count: state.store.counts().total(),
-        uptime: format!("{}s", state.started.elapsed().as_secs()),
-        version: env!("CARGO_PKG_VERSION"),
-    })
-}
-
-/// `GET /ready`: 200 while writes are accepted; 503 while starting, shutting down, or while the
-/// data directory refuses new addresses (a failed sync until its repair, the directory gone).
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let writable = state.journal.get().is_none_or(|journal| journal.writable());
-    if state.ready.load(Ordering::Relaxed) && writable {
-        Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        not_ready()
-    }
-}
-
-/// 503 `{"status":"not_ready"}`: starting (recovery not finished) or shutting down.
-pub fn not_ready() -> Response {
-    let body = Json(serde_json::json!({"status": "not_ready"}));
-    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
-}
-
-/// `GET /openapi.json`: the OpenAPI 3.1 document of this listener, kept true by
-/// `tests/api/openapi.rs` and by schemathesis in the test suite.
-async fn openapi() -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        include_str!("openapi.json"),
-    )
-}
-
-#[derive(Serialize)]
-struct Stats {
-    unique_ip_addresses: u64,
-    unique_ipv4: u64,
-    unique_ipv6: u64,
-    estimated_memory_usage_bytes: usize,
-    uptime_seconds: u64,
-}
-
-async fn stats(State(state): State<Arc<AppState>>) -> Json<impl Serialize> {
-    let counts = state.store.counts();
-    Json(Stats {
-        unique_ip_addresses: counts.total(),
-        unique_ipv4: counts.ipv4,
-        unique_ipv6: counts.ipv6,
-        estimated_memory_usage_bytes: state.store.memory_bytes(),
-        uptime_seconds: state.started.elapsed().as_secs(),
-    })
 }

@@ -1,4 +1,4 @@
-//! The application: binds both listeners, then serves them until a shutdown future fires.
+//! The server: binds both listeners, then serves them until a shutdown future fires.
 //!
 //! [`App::build`] does every fallible start-up step (the data directory's lock, both binds), so
 //! that port 0 works and tests can read the bound addresses before serving;
@@ -28,12 +28,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
+use super::ingest::{self, Phase, RequestPhase};
+use super::scrape;
+use super::state::AppState;
 use crate::config::Config;
-use crate::ingest::{self, AppState, Phase, RequestPhase};
-use crate::metrics;
+use crate::http::tls::Tls;
 use crate::persist::{DataDir, Journal};
 use crate::store::Store;
-use crate::tls::Tls;
 
 /// A bound, not yet serving, service.
 #[derive(Debug)]
@@ -229,7 +230,7 @@ impl App {
             &workers,
             stop_rx.clone(),
         );
-        let metrics_service = TowerToHyperService::new(metrics::router(self.state.clone()));
+        let metrics_service = TowerToHyperService::new(scrape::router(self.state.clone()));
         let metrics = serve(
             self.metrics,
             move |_| metrics_service.clone(),
