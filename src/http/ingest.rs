@@ -151,12 +151,11 @@ where
     };
     // A known length is refused, or held against MAX_INFLIGHT_BODY_BYTES, before reading.
     let hint = body.size_hint();
-    let held = if hint.lower() > limit {
-        Err(ApiError::BodyTooLarge { limit })
-    } else {
-        state.body_budget.reserve(hint.exact().unwrap_or(0)).await
-    };
-    let held = match held {
+    if hint.lower() > limit {
+        // Not worth reading to keep the connection: it is over the limit.
+        return close(rejected(&state, ApiError::BodyTooLarge { limit }));
+    }
+    let held = match state.body_budget.reserve(hint.exact().unwrap_or(0)).await {
         Ok(held) => held,
         Err(e) => return unread(body, rejected(&state, e), state.request_timeout).await,
     };
