@@ -30,7 +30,7 @@ pub enum ApiError {
     /// A `Content-Type` this endpoint does not take.
     #[error(
         "Content-Type {0:?} is not supported; send application/json, application/x-ndjson, \
-         application/jsonl or text/plain"
+         application/jsonl (or application/jsonlines) or text/plain"
     )]
     UnsupportedMediaType(String),
     /// A `Content-Encoding` other than gzip.

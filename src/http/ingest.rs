@@ -32,7 +32,7 @@ use super::state::AppState;
 use super::{scrape, status};
 use crate::batch::{self, BatchFormat, Counted, LineError, LineFormat};
 use crate::metrics::{self};
-use crate::parse;
+use crate::parse::{self, EntryError};
 
 /// The ingest listener's router, for every request but `POST /logs`, which [`handle`] takes
 /// before routing (so the router answers any other method on `/logs` with 405).
@@ -293,6 +293,11 @@ async fn count(
     state.acknowledge(response).await
 }
 
+/// Whether a body has something after its first line break: more than one JSON object.
+fn has_second_line(body: &[u8]) -> bool {
+    memchr::memchr(b'\n', body).is_some_and(|at| !body[at..].trim_ascii().is_empty())
+}
+
 /// Whether a JSON body's top level is an array (the batch form of `application/json`).
 fn is_array(json: &[u8]) -> bool {
     json.trim_ascii_start().starts_with(b"[")
@@ -300,7 +305,13 @@ fn is_array(json: &[u8]) -> bool {
 
 /// The seed format: one entry, today's reply, any entry error answered as the request's status.
 fn log_one(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
-    let entry = parse::parse_entry(body)?;
+    let entry = parse::parse_entry(body).map_err(|e| match e {
+        // The commonest mistake of a shipper: NDJSON labelled application/json.
+        EntryError::InvalidJson(reason) if has_second_line(body) => EntryError::InvalidJson(
+            format!("{reason}; one object a line is NDJSON: send it as application/x-ndjson"),
+        ),
+        e => e,
+    })?;
     let new = state.count_one(entry.ip)?;
     state.metrics.entries_received(1);
     Ok(logged(new, state.store.counts().total()))
@@ -363,7 +374,11 @@ fn body_type(headers: &HeaderMap) -> Result<BodyType, ApiError> {
     let is = |name: &str| media_type.eq_ignore_ascii_case(name.as_bytes());
     if is("application/json") {
         Ok(BodyType::Json)
-    } else if is("application/x-ndjson") || is("application/jsonl") {
+    } else if is("application/x-ndjson")
+        || is("application/jsonl")
+        || is("application/jsonlines")
+        || is("application/x-jsonlines")
+    {
         Ok(BodyType::Lines(LineFormat::Ndjson))
     } else if is("text/plain") {
         Ok(BodyType::Lines(LineFormat::Text))

@@ -80,7 +80,13 @@ const MIXED_NDJSON: &str = "{\"timestamp\":\"2020-06-24T15:27:00.123456Z\",\"ip\
 
 #[tokio::test]
 async fn ndjson_and_jsonl_count_good_lines_and_list_bad_ones() {
-    for content_type in [NDJSON, JSONL, "application/x-ndjson; charset=utf-8"] {
+    for content_type in [
+        NDJSON,
+        JSONL,
+        "application/x-ndjson; charset=utf-8",
+        "application/jsonlines",
+        "application/x-jsonlines",
+    ] {
         let app = TestApp::spawn().await;
         app.log_ip("83.150.59.250").await;
         let reply = post(&app, content_type, None, MIXED_NDJSON.into()).await;
@@ -385,4 +391,31 @@ async fn a_large_batch_is_counted_exactly() {
     assert_eq!(body["accepted"], 50_000, "{body}");
     assert_eq!(body["new_ips"], 20_000, "{body}");
     assert_eq!(app.unique_count().await, 20_000);
+}
+
+/// NDJSON sent as `application/json` is refused whole, and the message says what to send.
+#[tokio::test]
+async fn ndjson_labelled_application_json_names_the_ndjson_type() {
+    let app = TestApp::spawn().await;
+    let body = "{\"ip\":\"192.0.2.1\"}\n{\"ip\":\"192.0.2.2\"}\n";
+    let reply = post(&app, "application/json", None, body.into()).await;
+    reply.assert_error(400, "invalid_json");
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("send it as application/x-ndjson"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(app.unique_count().await, 0);
+    // One object with a trailing line break is still one entry.
+    let reply = post(
+        &app,
+        "application/json",
+        None,
+        "{\"ip\":\"192.0.2.1\"}\n".into(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
 }
