@@ -410,11 +410,17 @@ impl Journal {
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, "syncing the address log failed; refusing new addresses until a snapshot succeeds");
-                self.refuse(Refusal::Broken);
+                self.sync_failed(&e);
                 false
             }
         }
+    }
+
+    /// A failed sync cannot be retried (the kernel may have dropped the pages): the log is
+    /// broken until a snapshot has made everything in memory durable again.
+    fn sync_failed(&self, e: &io::Error) {
+        tracing::error!(error = %e, "syncing the address log failed; refusing new addresses until a snapshot succeeds");
+        self.refuse(Refusal::Broken);
     }
 
     /// Refuses new addresses until a snapshot repairs the log (`Broken`), or the directory is
@@ -498,8 +504,7 @@ impl Journal {
             let broken = log.refusing.is_some();
             if !broken && let Err(e) = log.file.sync_data() {
                 drop(log);
-                tracing::error!(error = %e, "syncing the address log failed; refusing new addresses until a snapshot succeeds");
-                self.refuse(Refusal::Broken);
+                self.sync_failed(&e);
                 return Err(e);
             }
             // An empty log can stay: the snapshot will cover what comes before it. So failed
@@ -810,7 +815,7 @@ mod tests {
         journal.durable().await.unwrap();
         // Written, not yet synced, when the sync fails.
         assert!(journal.insert(ip(2)).unwrap());
-        journal.refuse(Refusal::Broken);
+        journal.sync_failed(&io::Error::other("simulated EIO"));
         assert!(matches!(journal.durable().await, Err(StorageError::Broken)));
         assert!(matches!(journal.insert(ip(3)), Err(StorageError::Broken)));
         assert!(
