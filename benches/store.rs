@@ -18,7 +18,7 @@ use criterion::{
     BatchSize, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
     criterion_main, measurement::WallTime,
 };
-use ip_counter::store::Store;
+use ip_counter::counter::exact::AddressSet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roaring::RoaringBitmap;
@@ -93,9 +93,13 @@ fn insert_ipv4(c: &mut Criterion) {
     for n in [1_000, 10_000, 1_000_000] {
         let ips = ipv4s(n, 1);
         size_group(&mut group, n);
-        bench_fresh_inserts(&mut group, "Store", &ips, Store::exact, |s, ip| {
-            s.insert(v4(ip))
-        });
+        bench_fresh_inserts(
+            &mut group,
+            "AddressSet",
+            &ips,
+            AddressSet::default,
+            |s, ip| s.insert(v4(ip)),
+        );
         bench_fresh_inserts(
             &mut group,
             "RoaringBitmap",
@@ -114,14 +118,14 @@ fn contains_ipv4(c: &mut Criterion) {
     let mut group = c.benchmark_group("contains_ipv4");
     for n in [1_000, 10_000, 1_000_000] {
         let ips = ipv4s(n, 2);
-        let store = Store::exact();
+        let store = AddressSet::default();
         let set: HashSet<u32> = ips.iter().copied().collect();
         let roaring: RoaringBitmap = ips.iter().copied().collect();
         for &ip in &ips {
             store.insert(v4(ip));
         }
         size_group(&mut group, n);
-        group.bench_with_input(BenchmarkId::new("Store", n), &ips, |b, ips| {
+        group.bench_with_input(BenchmarkId::new("AddressSet", n), &ips, |b, ips| {
             b.iter(|| ips.iter().filter(|&&ip| store.contains(v4(ip))).count())
         });
         group.bench_with_input(BenchmarkId::new("RoaringBitmap", n), &ips, |b, ips| {
@@ -143,11 +147,11 @@ fn concurrent_insert_ipv4(c: &mut Criterion) {
         let ips = ipv4s(n, 3);
         size_group(&mut group, n);
         group.bench_with_input(
-            BenchmarkId::new(format!("Store/{THREADS} threads"), per_thread),
+            BenchmarkId::new(format!("AddressSet/{THREADS} threads"), per_thread),
             &ips,
             |b, ips| {
                 b.iter_batched(
-                    Store::exact,
+                    AddressSet::default,
                     |store| {
                         std::thread::scope(|s| {
                             for chunk in ips.chunks(per_thread) {
@@ -166,11 +170,11 @@ fn concurrent_insert_ipv4(c: &mut Criterion) {
             },
         );
         group.bench_with_input(
-            BenchmarkId::new("Store/1 thread", per_thread),
+            BenchmarkId::new("AddressSet/1 thread", per_thread),
             &ips,
             |b, ips| {
                 b.iter_batched(
-                    Store::exact,
+                    AddressSet::default,
                     |store| {
                         for &ip in ips {
                             black_box(store.insert(v4(ip)));
@@ -203,20 +207,20 @@ fn concurrent_insert_ipv4(c: &mut Criterion) {
 
 /// A million new random addresses into a store that already holds three million, from two
 /// threads in batches of 10,000 (two HTTP batch clients) or 500,000 (`count`'s chunks):
-/// `Store::insert` one at a time, against `Store::insert_many`.
+/// `AddressSet::insert` one at a time, against `AddressSet::insert_many`.
 fn batch_insert_ipv4(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch_insert_ipv4");
     let n = 1_000_000;
     let ips: Vec<IpAddr> = ipv4s(4 * n, 5).into_iter().map(v4).collect();
     let (before, ips) = ips.split_at(3 * n);
     let filled = || {
-        let store = Store::exact();
-        store.insert_many(before);
+        let store = AddressSet::default();
+        store.insert_many(before.iter().copied());
         store
     };
     size_group(&mut group, n);
     for batch_len in [10_000, 500_000] {
-        let run = |insert: fn(&Store, &[IpAddr]) -> u64| {
+        let run = |insert: fn(&AddressSet, &[IpAddr]) -> u64| {
             move |b: &mut criterion::Bencher<'_>, ips: &[IpAddr]| {
                 b.iter_batched(
                     filled,
@@ -245,7 +249,7 @@ fn batch_insert_ipv4(c: &mut Criterion) {
         group.bench_with_input(
             BenchmarkId::new("insert_many", batch_len),
             ips,
-            run(Store::insert_many),
+            run(|s, batch| s.insert_many(batch.iter().copied())),
         );
     }
     group.finish();
@@ -263,9 +267,13 @@ fn insert_ipv6(c: &mut Criterion) {
         prefixes[rng.random_range(0..prefixes.len())] | u128::from(rng.random::<u64>())
     });
     size_group(&mut group, n);
-    bench_fresh_inserts(&mut group, "Store", &ips, Store::exact, |s, ip| {
-        s.insert(IpAddr::V6(Ipv6Addr::from_bits(ip)))
-    });
+    bench_fresh_inserts(
+        &mut group,
+        "AddressSet",
+        &ips,
+        AddressSet::default,
+        |s, ip| s.insert(IpAddr::V6(Ipv6Addr::from_bits(ip))),
+    );
     bench_fresh_inserts(&mut group, "HashSet<u128>", &ips, HashSet::new, |s, ip| {
         s.insert(ip)
     });

@@ -9,11 +9,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ip_counter::persist::{Durability, Journal, Settings};
-use ip_counter::store::Store;
+use ip_counter::counter::{Counter, Observation};
+use ip_counter::wal::{DataDir, Durability, Settings};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -32,16 +31,17 @@ fn main() {
         fsync_interval: Duration::from_secs(1),
         snapshot_interval: Duration::from_secs(3600),
     };
-    let store = Arc::new(Store::exact());
-    let journal = Journal::start(&dir, settings, store.clone(), 0, false).unwrap();
+    let data_dir = DataDir::open(settings).unwrap();
+    let store = Counter::persistent(Duration::ZERO);
+    store.recover(&data_dir).unwrap();
     let mut rng = StdRng::seed_from_u64(7);
-    let mut random = |v4: bool| -> IpAddr {
-        if v4 {
+    let mut random = |v4: bool| {
+        Observation::untimed(if v4 {
             IpAddr::V4(Ipv4Addr::from_bits(rng.random()))
         } else {
             // Global unicast, never IPv4-mapped.
             IpAddr::V6(Ipv6Addr::from_bits(0x2 << 124 | rng.random::<u128>() >> 4))
-        }
+        })
     };
     // Until the counts are 95% of the targets: batches, folded into a snapshot.
     let bulk = |target: u64| target / 20 * 19;
@@ -49,26 +49,26 @@ fn main() {
         let counts = store.counts();
         let want4 = (bulk(n4) - counts.ipv4.min(bulk(n4))).min(100_000);
         let want6 = (bulk(n6) - counts.ipv6.min(bulk(n6))).min(100_000);
-        let mut batch: Vec<IpAddr> = (0..want4).map(|_| random(true)).collect();
+        let mut batch: Vec<Observation> = (0..want4).map(|_| random(true)).collect();
         batch.extend((0..want6).map(|_| random(false)));
-        journal.insert_many(&batch).unwrap();
+        store.record(&batch).unwrap();
     }
-    let snapshot = journal.snapshot().unwrap();
+    let snapshot = store.snapshot().unwrap().expect("a data directory");
     // The rest one at a time, as single-entry requests write them.
     while store.counts().ipv4 < n4 {
-        journal.insert(random(true)).unwrap();
+        store.record_one(random(true)).unwrap();
     }
     while store.counts().ipv6 < n6 {
-        journal.insert(random(false)).unwrap();
+        store.record_one(random(false)).unwrap();
     }
-    journal.close().unwrap();
+    store.close().unwrap();
     let counts = store.counts();
     println!(
         "{}: {} IPv4, {} IPv6; snapshot of {} addresses, {} bytes",
         dir.display(),
         counts.ipv4,
         counts.ipv6,
-        snapshot.addresses,
+        snapshot.records,
         snapshot.bytes
     );
 }

@@ -13,7 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 
-use ip_counter::store::Store;
+use ip_counter::counter::exact::AddressSet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -41,12 +41,12 @@ fn main() -> ExitCode {
     let mut rng = StdRng::seed_from_u64(0x1DC0);
     println!("baseline RSS: {:.1} MiB", rss() as f64 / (1 << 20) as f64);
 
-    let v4 = Store::exact();
+    let v4 = AddressSet::default();
     measure("IPv4", &v4, n_v4, || {
         IpAddr::V4(Ipv4Addr::from_bits(rng.random()))
     });
 
-    let v6 = Store::exact();
+    let v6 = AddressSet::default();
     measure("IPv6", &v6, n_v6, || {
         IpAddr::V6(Ipv6Addr::from_bits(rng.random()))
     });
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
 }
 
 /// Inserts `n` distinct addresses from `next` into the empty `store` and prints the cost.
-fn measure(family: &str, store: &Store, n: u64, mut next: impl FnMut() -> IpAddr) {
+fn measure(family: &str, store: &AddressSet, n: u64, mut next: impl FnMut() -> IpAddr) {
     if n == 0 {
         return;
     }

@@ -8,13 +8,13 @@
 //! into one `Vec` per batch, and only a rejected line costs an error message.
 
 use std::io::Read;
-use std::net::IpAddr;
 
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::counter::Observation;
 use crate::parse::{EntryError, parse_access_line, parse_entry};
 
 /// Most line errors a [`Report`] lists; the rest are only counted.
@@ -43,10 +43,10 @@ impl LineFormat {
     }
 
     /// The address of one non-blank line.
-    pub fn parse_line(self, line: &[u8]) -> Result<IpAddr, EntryError> {
+    pub fn parse_line(self, line: &[u8]) -> Result<Observation, EntryError> {
         match self {
-            LineFormat::Ndjson => parse_entry(line).map(|entry| entry.ip),
-            LineFormat::Text => parse_access_line(line),
+            LineFormat::Ndjson => parse_entry(line),
+            LineFormat::Text => parse_access_line(line).map(Observation::untimed),
         }
     }
 }
@@ -93,13 +93,17 @@ pub struct Report {
 }
 
 impl Report {
-    /// Records the result of the entry at `line`; returns its address when it was accepted.
+    /// Records the result of the entry at `line`; returns it when it was accepted.
     #[inline]
-    pub fn record(&mut self, line: u64, result: Result<IpAddr, EntryError>) -> Option<IpAddr> {
+    pub fn record(
+        &mut self,
+        line: u64,
+        result: Result<Observation, EntryError>,
+    ) -> Option<Observation> {
         match result {
-            Ok(ip) => {
+            Ok(observation) => {
                 self.accepted += 1;
-                Some(ip)
+                Some(observation)
             }
             Err(e) => {
                 self.reject(line, &e);
@@ -157,11 +161,11 @@ pub enum BatchFormat {
     JsonArray,
 }
 
-/// A parsed batch: the valid addresses in body order and the report.
+/// A parsed batch: the valid entries in body order and the report.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Every accepted address, duplicates included.
-    pub addresses: Vec<IpAddr>,
+    /// Every accepted entry, repeated addresses included.
+    pub observations: Vec<Observation>,
     /// Counts and listed errors.
     pub report: Report,
     /// Line breaks in the body: how many lines the numbers of a body that follows this one
@@ -172,9 +176,9 @@ pub struct Batch {
 impl Batch {
     /// An empty batch with room for the addresses `body` probably holds.
     fn with_capacity_for(body: &[u8]) -> Batch {
-        // About one address per 64 bytes of body; a guess, so that the Vec rarely regrows.
+        // About one entry per 64 bytes of body; a guess, so that the Vec rarely regrows.
         Batch {
-            addresses: Vec::with_capacity(body.len() / 64 + 1),
+            observations: Vec::with_capacity(body.len() / 64 + 1),
             ..Batch::default()
         }
     }
@@ -202,11 +206,13 @@ pub fn parse_batch(format: BatchFormat, body: &[u8]) -> Result<Batch, BodyError>
         BatchFormat::JsonArray => {
             let mut batch = Batch::with_capacity_for(body);
             let Batch {
-                addresses, report, ..
+                observations,
+                report,
+                ..
             } = &mut batch;
             each_element(body, |n, element| {
-                let result = parse_entry(element.get().as_bytes()).map(|e| e.ip);
-                addresses.extend(report.record(n, result));
+                let result = parse_entry(element.get().as_bytes());
+                observations.extend(report.record(n, result));
             })
             .map_err(|e| BodyError::Unreadable(format!("not a JSON array of log entries: {e}")))?;
             Ok(batch)
@@ -223,7 +229,7 @@ pub fn parse_lines(format: LineFormat, body: &[u8]) -> Batch {
         last = n;
         if !is_blank(line) {
             let result = format.parse_line(line);
-            batch.addresses.extend(batch.report.record(n, result));
+            batch.observations.extend(batch.report.record(n, result));
         }
     }
     // `lines` gives one line more than there are line breaks: the one after the last.
@@ -231,30 +237,32 @@ pub fn parse_lines(format: LineFormat, body: &[u8]) -> Batch {
     batch
 }
 
-/// A batch counted into a store.
+/// A batch counted.
 #[derive(Debug, Default)]
 pub struct Counted {
     /// Accepted and rejected entries, and the listed errors.
     pub report: Report,
-    /// Addresses the store had not seen before.
+    /// Addresses the counter had not seen before.
     pub new_ips: u64,
 }
 
-/// Parses a batch body and counts its addresses with one call of `insert` (which returns how
-/// many were new), so that a batch is counted whole or not at all: an error from `insert` fails
-/// it. A large line-oriented body is parsed on two threads.
+/// Parses a batch body and counts its entries with one call of `record` (which returns how
+/// many addresses were new), so that a batch is counted whole or not at all: an error from
+/// `record` fails it. A large line-oriented body is parsed on two threads.
 pub fn count_batch<E: From<BodyError>>(
     format: BatchFormat,
     body: &[u8],
-    insert: impl FnOnce(&[IpAddr]) -> Result<u64, E>,
+    record: impl FnOnce(&[Observation]) -> Result<u64, E>,
 ) -> Result<Counted, E> {
     let Batch {
-        addresses, report, ..
+        observations,
+        report,
+        ..
     } = match format {
         BatchFormat::Lines(format) => parse_lines_parallel(format, body),
         BatchFormat::JsonArray => parse_batch(format, body)?,
     };
-    let new_ips = insert(&addresses)?;
+    let new_ips = record(&observations)?;
     Ok(Counted { report, new_ips })
 }
 
@@ -279,7 +287,7 @@ fn parse_lines_parallel(format: LineFormat, body: &[u8]) -> Batch {
         let head = parse_lines(format, head);
         (head, tail.join().expect("parsing does not panic"))
     });
-    head.addresses.extend_from_slice(&tail.addresses);
+    head.observations.extend_from_slice(&tail.observations);
     head.report.merge(tail.report, head.newlines);
     head.newlines += tail.newlines;
     head
@@ -339,7 +347,14 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::store::Store;
+    use std::net::IpAddr;
+
+    use crate::counter::Counter;
+
+    /// The addresses of a batch's entries, in order.
+    fn ips(batch: &Batch) -> Vec<IpAddr> {
+        batch.observations.iter().map(|o| o.ip).collect()
+    }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
@@ -408,7 +423,7 @@ mod tests {
                     [1]\n\
                     {\"ip\":\"1.2.3.4\"}";
         let batch = parse(NDJSON, body);
-        assert_eq!(batch.addresses, [ip("1.2.3.4"), ip("::1"), ip("1.2.3.4")]);
+        assert_eq!(ips(&batch), [ip("1.2.3.4"), ip("::1"), ip("1.2.3.4")]);
         let r = &batch.report;
         assert_eq!((r.accepted, r.rejected), (3, 5));
         let listed: Vec<(u64, &str)> = r.errors.iter().map(|e| (e.line, e.error)).collect();
@@ -447,7 +462,7 @@ mod tests {
                     192.0.2.1";
         let batch = parse(TEXT, body);
         assert_eq!(
-            batch.addresses,
+            ips(&batch),
             [
                 ip("83.150.59.250"),
                 ip("10.0.0.1"),
@@ -464,7 +479,7 @@ mod tests {
     fn a_json_array_is_read_element_by_element() {
         let body = r#" [ {"ip":"1.2.3.4"}, {"ip":"bad"}, "1.2.3.5", {"ip":"::1","n":[1,{"a":2}]}, null ] "#;
         let batch = parse(BatchFormat::JsonArray, body);
-        assert_eq!(batch.addresses, [ip("1.2.3.4"), ip("::1")]);
+        assert_eq!(ips(&batch), [ip("1.2.3.4"), ip("::1")]);
         let listed: Vec<(u64, &str)> = batch
             .report
             .errors
@@ -525,12 +540,12 @@ mod tests {
             }
         }
         assert!(body.len() > 2 * PARALLEL_MIN_BYTES);
-        let store = Store::exact();
-        let insert = |ips: &[IpAddr]| Ok::<_, BodyError>(store.insert_many(ips));
+        let store = Counter::in_memory();
+        let insert = |batch: &[Observation]| Ok::<_, BodyError>(store.record(batch).unwrap());
         let counted = count_batch(NDJSON, body.as_bytes(), insert).unwrap();
         let serial = parse(NDJSON, &body);
         assert_eq!(counted.report, serial.report);
-        let distinct: std::collections::HashSet<_> = serial.addresses.iter().collect();
+        let distinct: std::collections::HashSet<_> = ips(&serial).into_iter().collect();
         assert_eq!(counted.new_ips, distinct.len() as u64);
         assert_eq!(store.counts().total(), distinct.len() as u64);
         let lines: Vec<u64> = counted.report.errors.iter().map(|e| e.line).collect();
@@ -549,14 +564,14 @@ mod tests {
             .map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255))
             .collect();
         assert!(body.len() > 2 * PARALLEL_MIN_BYTES);
-        let store = Store::exact();
+        let store = Counter::in_memory();
         let calls = std::sync::atomic::AtomicU32::new(0);
-        let refused = count_batch(TEXT, body.as_bytes(), |ips: &[IpAddr]| {
+        let refused = count_batch(TEXT, body.as_bytes(), |batch: &[Observation]| {
             // The first call fails as a full disk would; any later one would count.
             if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
                 return Err(BodyError::Unreadable("disk full".into()));
             }
-            Ok(store.insert_many(ips))
+            Ok(store.record(batch).unwrap())
         });
         assert!(refused.is_err());
         assert_eq!(
@@ -566,9 +581,9 @@ mod tests {
         );
 
         let mut seen = 0;
-        let counted = count_batch(TEXT, body.as_bytes(), |ips: &[IpAddr]| {
+        let counted = count_batch(TEXT, body.as_bytes(), |batch: &[Observation]| {
             seen += 1;
-            Ok::<_, BodyError>(store.insert_many(ips))
+            Ok::<_, BodyError>(store.record(batch).unwrap())
         })
         .unwrap();
         assert_eq!((seen, counted.new_ips), (1, 60_000));
@@ -677,7 +692,7 @@ mod tests {
             let batch = parse(NDJSON, &body);
             prop_assert_eq!(batch.report.accepted, good);
             prop_assert_eq!(batch.report.rejected, bad);
-            prop_assert_eq!(batch.addresses.len() as u64, good);
+            prop_assert_eq!(batch.observations.len() as u64, good);
         }
 
         #[test]

@@ -16,11 +16,11 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::cli::count::CountArgs;
+use crate::cli::data_dir::{RepairArgs, VerifyArgs};
 use crate::cli::send::SendArgs;
 use crate::http::auth::Tokens;
 use crate::http::tls::Tls;
-use crate::persist::repair::RepairArgs;
-use crate::persist::{Durability, Settings, VerifyArgs};
+use crate::wal::{Durability, Settings};
 
 /// Exit status for a bad setting, as for any usage error.
 pub const USAGE_EXIT_CODE: u8 = 2;

@@ -3,18 +3,18 @@
 
 use std::process::ExitCode;
 
-use ip_counter::cli::{count, send};
+use ip_counter::cli::{count, data_dir, send};
 use ip_counter::config::{Config, ConfigError, Invocation, USAGE_EXIT_CODE};
 use ip_counter::http::server::App;
-use ip_counter::{persist, shutdown, telemetry};
+use ip_counter::{shutdown, telemetry};
 
 fn main() -> ExitCode {
     match Invocation::load() {
         Ok(Invocation::Serve(config)) => serve(*config),
         Ok(Invocation::Count(args)) => count::run(&args),
         Ok(Invocation::Send(args)) => send::run(&args),
-        Ok(Invocation::Verify(args)) => persist::verify(&args),
-        Ok(Invocation::Repair(args)) => persist::repair::run(&args),
+        Ok(Invocation::Verify(args)) => data_dir::verify(&args),
+        Ok(Invocation::Repair(args)) => data_dir::repair(&args),
         Err(ConfigError::Info(text)) => {
             print!("{text}");
             ExitCode::SUCCESS

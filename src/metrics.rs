@@ -1,12 +1,12 @@
 //! Everything Prometheus sees: the instruments the ingest path updates, and the values read at
-//! scrape time (the store's counts, the journal's state and the `process_*` family); served by
+//! scrape time (the counter's own gauges and the `process_*` family); served by
 //! [`crate::http::scrape`].
 //!
 //! Instruments come from `prometheus-client`, which writes OpenMetrics text. A scraper that does
 //! not ask for OpenMetrics gets the Prometheus text format 0.0.4, derived from the same output by
 //! [`to_prometheus_text`].
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -19,8 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use thread_local::ThreadLocal;
 
-use crate::persist::Journal;
-use crate::store::Store;
+use crate::counter::Counter;
 
 /// Content type of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -152,13 +151,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric; `store`, and `journal` once recovery has set it, are read on
-    /// each scrape.
-    pub fn new(store: Arc<Store>, journal: Arc<OnceLock<Arc<Journal>>>) -> Self {
+    /// Registers every metric; `counter`'s gauges are read on each scrape.
+    pub fn new(counter: Arc<Counter>) -> Self {
         let tallies = Arc::new(ThreadLocal::new());
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(StoreCollector { store }));
-        registry.register_collector(Box::new(JournalCollector { journal }));
+        registry.register_collector(Box::new(CounterCollector { counter }));
         registry.register_collector(Box::new(TallyCollector {
             tallies: tallies.clone(),
         }));
@@ -302,83 +299,24 @@ impl Collector for TallyCollector {
     }
 }
 
-/// The store's counts, read on each scrape so the gauge is never out of step with `/stats`.
+/// The counter's gauges, read on each scrape so that they are never out of step with `/stats`.
 #[derive(Debug)]
-struct StoreCollector {
-    store: Arc<Store>,
+struct CounterCollector {
+    counter: Arc<Counter>,
 }
 
-impl Collector for StoreCollector {
+impl Collector for CounterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counts = self.store.counts();
-        let gauges = [
-            (
-                "unique_ip_addresses",
-                "Total number of unique IP addresses seen since service start",
-                counts.total(),
-            ),
-            (
-                "unique_ipv4_addresses",
-                "Unique IPv4 addresses seen since service start",
-                counts.ipv4,
-            ),
-            (
-                "unique_ipv6_addresses",
-                "Unique IPv6 addresses seen since service start",
-                counts.ipv6,
-            ),
-            (
-                "ipcounter_store_memory_bytes",
-                "Heap bytes held by the counting structures",
-                self.store.memory_bytes() as u64,
-            ),
-        ];
-        encode_gauges(&mut encoder, &gauges)
-    }
-}
-
-/// Encodes unlabelled integer gauges: (name, help, value).
-fn encode_gauges(
-    encoder: &mut DescriptorEncoder,
-    gauges: &[(&str, &str, u64)],
-) -> Result<(), std::fmt::Error> {
-    for &(name, help, value) in gauges {
-        let gauge = ConstGauge::new(value as i64);
-        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-    }
-    Ok(())
-}
-
-/// The data directory's state, read on each scrape; nothing with `PERSISTENCE=off`.
-#[derive(Debug)]
-struct JournalCollector {
-    journal: Arc<OnceLock<Arc<Journal>>>,
-}
-
-impl Collector for JournalCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(journal) = self.journal.get() else {
-            return Ok(());
-        };
-        let status = journal.status();
-        let gauges = [
-            (
-                "ipcounter_persistence_log_bytes",
-                "Bytes in the current address log file",
-                status.log_bytes,
-            ),
-            (
-                "ipcounter_persistence_writable",
-                "1 while new addresses can be made durable; 0 after a failed sync until a snapshot succeeds",
-                u64::from(status.refusing.is_none()),
-            ),
-            (
-                "ipcounter_persistence_last_snapshot_timestamp_seconds",
-                "When the last snapshot was written, in seconds since the Unix epoch (0: none yet)",
-                status.last_snapshot.unwrap_or(0),
-            ),
-        ];
-        encode_gauges(&mut encoder, &gauges)
+        for gauge in self.counter.gauges() {
+            let value = ConstGauge::new(gauge.value as i64);
+            value.encode(encoder.encode_descriptor(
+                gauge.name,
+                gauge.help,
+                None,
+                value.metric_type(),
+            )?)?;
+        }
+        Ok(())
     }
 }
 
@@ -471,6 +409,7 @@ impl Collector for ProcessCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counter::Observation;
 
     #[test]
     fn prometheus_text_names_counters_by_their_samples() {
@@ -484,16 +423,19 @@ mod tests {
     }
 
     #[test]
-    fn exposition_reads_the_store_at_scrape_time() {
-        let store = Arc::new(Store::exact());
-        let metrics = Metrics::new(store.clone(), Arc::default());
+    fn exposition_reads_the_counter_at_scrape_time() {
+        let store = Arc::new(Counter::in_memory());
+        let metrics = Metrics::new(store.clone());
         assert!(
             metrics
                 .encode_openmetrics()
                 .contains("\nunique_ip_addresses 0\n")
         );
-        store.insert("10.0.0.1".parse().unwrap());
-        store.insert("2001:db8::1".parse().unwrap());
+        for ip in ["10.0.0.1", "2001:db8::1"] {
+            store
+                .record_one(Observation::untimed(ip.parse().unwrap()))
+                .unwrap();
+        }
         let text = to_prometheus_text(&metrics.encode_openmetrics());
         assert!(text.contains("\nunique_ip_addresses 2\n"), "{text}");
         assert!(text.contains("\nunique_ipv4_addresses 1\n"), "{text}");
@@ -512,7 +454,7 @@ mod tests {
 
     #[test]
     fn each_threads_tally_is_added_up_at_scrape_time() {
-        let metrics = Metrics::new(Arc::new(Store::exact()), Arc::default());
+        let metrics = Metrics::new(Arc::new(Counter::in_memory()));
         let logs = Route::of("/logs");
         std::thread::scope(|s| {
             for _ in 0..4 {
@@ -545,7 +487,7 @@ mod tests {
 
     #[test]
     fn every_reject_reason_is_exported_from_the_start() {
-        let metrics = Metrics::new(Arc::new(Store::exact()), Arc::default());
+        let metrics = Metrics::new(Arc::new(Counter::in_memory()));
         let text = metrics.encode_openmetrics();
         for reason in REJECT_REASONS {
             let series = format!("ipcounter_log_entries_rejected_total{{reason=\"{reason}\"}} 0");

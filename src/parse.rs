@@ -14,15 +14,14 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::counter::{Observation, event_time};
+
 /// Longest part of a rejected value, in characters, that an error quotes back to the client.
 const MAX_QUOTED_CHARS: usize = 64;
 
-/// A log entry that passed validation. Only the address is kept; the timestamp was checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
-    /// The client address, IPv4-mapped IPv6 already turned into IPv4.
-    pub ip: IpAddr,
-}
+/// A log entry that passed validation is what the counter is given of it: its address and the
+/// time it gives.
+pub type Entry = Observation;
 
 /// Why one log entry was refused. Each variant has a stable machine-readable [`code`](Self::code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,14 +167,17 @@ pub fn parse_entry(json: &[u8]) -> Result<Entry, EntryError> {
         None => return Err(EntryError::InvalidIp(excerpt(ip_json))),
     };
 
-    if let Some(ts_json) = fields.timestamp {
-        match json_string(ts_json) {
-            Some(text) if OffsetDateTime::parse(&text, &Rfc3339).is_ok() => {}
-            Some(text) => return Err(EntryError::InvalidTimestamp(excerpt(&text))),
+    let time = match fields.timestamp {
+        None => None,
+        Some(ts_json) => match json_string(ts_json) {
+            Some(text) => match OffsetDateTime::parse(&text, &Rfc3339) {
+                Ok(time) => event_time(time.unix_timestamp()),
+                Err(_) => return Err(EntryError::InvalidTimestamp(excerpt(&text))),
+            },
             None => return Err(EntryError::InvalidTimestamp(excerpt(ts_json))),
-        }
-    }
-    Ok(Entry { ip })
+        },
+    };
+    Ok(Entry { ip, time })
 }
 
 /// The general reader: any valid JSON object, and the precise reason for anything else.
@@ -765,13 +767,9 @@ mod tests {
     #[test]
     fn entry_forms() {
         use EntryError::*;
-        let ok = |a, b, c, d| {
-            Ok(Entry {
-                ip: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
-            })
-        };
+        let ok = |a, b, c, d| Ok(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
         let json = |s: &str| Err(InvalidJson(s.to_owned()));
-        let table: &[(&str, Result<Entry, EntryError>)] = &[
+        let table: &[(&str, Result<IpAddr, EntryError>)] = &[
             // Valid.
             (
                 r#"{"timestamp":"2020-06-24T15:27:00.123456Z","ip":"83.150.59.250","url":"/path"}"#,
@@ -790,9 +788,7 @@ mod tests {
             (r#"{"ip":"::ffff:1.2.3.4"}"#, ok(1, 2, 3, 4)),
             (
                 r#"{"ip":"2001:0DB8:0:0:0:0:0:1"}"#,
-                Ok(Entry {
-                    ip: "2001:db8::1".parse().unwrap(),
-                }),
+                Ok("2001:db8::1".parse().unwrap()),
             ),
             (" \r\n\t{ \"ip\" : \"1.2.3.4\" } \n", ok(1, 2, 3, 4)),
             // JSON escapes in strings and keys.
@@ -921,21 +917,44 @@ mod tests {
         // serde_json's reasons are matched by prefix: the position it appends may shift
         // between versions.
         let matches =
-            |got: &Result<Entry, EntryError>, want: &Result<Entry, EntryError>| match (got, want) {
+            |got: &Result<IpAddr, EntryError>, want: &Result<IpAddr, EntryError>| match (got, want)
+            {
                 (Err(InvalidJson(got)), Err(InvalidJson(want))) => got.starts_with(want.as_str()),
                 _ => got == want,
             };
+        let ip = |body: &str| parse_entry(body.as_bytes()).map(|e| e.ip);
         let wrong: Vec<String> = table
             .iter()
-            .filter(|(body, want)| !matches(&parse_entry(body.as_bytes()), want))
-            .map(|(body, want)| {
-                format!(
-                    "{body}\n    got  {:?}\n    want {want:?}",
-                    parse_entry(body.as_bytes())
-                )
-            })
+            .filter(|(body, want)| !matches(&ip(body), want))
+            .map(|(body, want)| format!("{body}\n    got  {:?}\n    want {want:?}", ip(body)))
             .collect();
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// The entry's time is carried to the counter: seconds since the Unix epoch, whatever the
+    /// offset it is written with; none without one.
+    #[test]
+    fn entries_carry_their_time() {
+        let time = |body: &str| parse_entry(body.as_bytes()).unwrap().time.map(|t| t.get());
+        assert_eq!(
+            time(r#"{"ip":"1.2.3.4","timestamp":"2024-01-01T00:00:00Z"}"#),
+            Some(1_704_067_200)
+        );
+        assert_eq!(
+            time(r#"{"ip":"1.2.3.4","timestamp":"2024-01-01T02:00:00.999+02:00"}"#),
+            Some(1_704_067_200)
+        );
+        assert_eq!(
+            time(r#"{"timestamp":"1969-12-31T23:59:59Z","ip":"::1"}"#),
+            Some(1)
+        );
+        assert_eq!(time(r#"{"ip":"1.2.3.4","timestamp":null}"#), None);
+        assert_eq!(time(r#"{"ip":"1.2.3.4"}"#), None);
+        // The general reader gives the same.
+        assert_eq!(
+            time(r#"{"ip":"1.2.3.\u0034","timestamp":"2024-01-01T00:00:00Z"}"#),
+            Some(1_704_067_200)
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::batch::BodyError;
 use crate::parse::EntryError;
-use crate::persist::StorageError;
+use crate::wal::StorageError;
 
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]

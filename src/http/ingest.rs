@@ -202,7 +202,7 @@ async fn admit(
         return Err(ApiError::Unauthorized);
     }
     let admitted = (body_type(headers)?, is_gzip(headers)?);
-    state.wait_recovered().await?;
+    state.counter.wait_recovered().await?;
     Ok(admitted)
 }
 
@@ -259,7 +259,8 @@ async fn count(
         // The seed format stays on the runtime thread: one small entry needs no hand-off.
         let response = log_one(state, &raw)?;
         drop(held);
-        return state.acknowledge(response).await;
+        state.counter.settle().await?;
+        return Ok(response);
     }
     let limit = state.max_body_bytes;
     // The decoded copy of a gzip body is held too: reserved at its limit, then cut to its size.
@@ -290,7 +291,8 @@ async fn count(
     let response = tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    state.acknowledge(response).await
+    state.counter.settle().await?;
+    Ok(response)
 }
 
 /// Whether a body has something after its first line break: more than one JSON object.
@@ -312,9 +314,9 @@ fn log_one(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
         ),
         e => e,
     })?;
-    let new = state.count_one(entry.ip)?;
+    let new = state.counter.record_one(entry)?;
     state.metrics.entries_received(1);
-    Ok(logged(new, state.store.counts().total()))
+    Ok(logged(new, state.counter.counts().total()))
 }
 
 /// The seed format's reply, `{"status":"success","message":...,"unique_ips":N}`. Written by
@@ -340,8 +342,9 @@ fn logged(new: bool, unique_ips: u64) -> Response {
 
 /// A batch: every good entry counted, every bad one listed, 200 either way.
 fn log_batch(state: &AppState, format: BatchFormat, body: &[u8]) -> Result<Response, ApiError> {
-    let Counted { report, new_ips } =
-        batch::count_batch(format, body, |ips: &[IpAddr]| state.count_many(ips))?;
+    let Counted { report, new_ips } = batch::count_batch(format, body, |entries| {
+        Ok::<_, ApiError>(state.counter.record(entries)?)
+    })?;
     let metrics = &state.metrics;
     metrics.entries_received(report.accepted + report.rejected);
     for &(reason, n) in &report.rejected_by_reason {
@@ -352,7 +355,7 @@ fn log_batch(state: &AppState, format: BatchFormat, body: &[u8]) -> Result<Respo
         accepted: report.accepted,
         rejected: report.rejected,
         new_ips,
-        unique_ips: state.store.counts().total(),
+        unique_ips: state.counter.counts().total(),
         errors: report.errors,
     })
     .into_response())

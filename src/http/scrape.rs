@@ -38,7 +38,7 @@ async fn scrape(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     {
         return ApiError::Unauthorized.into_response();
     }
-    if state.wait_recovered().await.is_err() {
+    if state.counter.wait_recovered().await.is_err() {
         // A partial count would draw a drop on every dashboard; a failed scrape draws a gap.
         return status::not_ready();
     }

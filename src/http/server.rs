@@ -32,9 +32,9 @@ use super::ingest::{self, Phase, RequestPhase};
 use super::scrape;
 use super::state::AppState;
 use crate::config::Config;
+use crate::counter::Counter;
 use crate::http::tls::Tls;
-use crate::persist::{DataDir, Journal};
-use crate::store::Store;
+use crate::wal::DataDir;
 
 /// A bound, not yet serving, service.
 #[derive(Debug)]
@@ -169,7 +169,12 @@ impl App {
             SocketAddr::new(config.server_host, config.metrics_port),
         )
         .await?;
-        let state = Arc::new(AppState::new(Store::exact(), &config));
+        let counter = if data_dir.is_some() {
+            Counter::persistent(config.request_timeout)
+        } else {
+            Counter::in_memory()
+        };
+        let state = Arc::new(AppState::new(Arc::new(counter), &config));
         Ok(App {
             data_dir,
             ingest,
@@ -249,8 +254,9 @@ impl App {
         let ((), (), recovered) = tokio::join!(ingest, metrics, recovery);
         // Every connection has ended; the workers' queues close and their threads end.
         drop(workers);
-        if let Some((data_dir, journal)) = recovered? {
-            tokio::task::spawn_blocking(move || journal.close())
+        if let Some(data_dir) = recovered? {
+            let counter = self.state.counter.clone();
+            tokio::task::spawn_blocking(move || counter.close())
                 .await
                 .map_err(io::Error::other)??;
             drop(data_dir);
@@ -260,32 +266,31 @@ impl App {
     }
 }
 
-/// Reads the data directory back into the store, then lets writes through and turns `/ready`
-/// 200. On failure stops the listeners and returns the error. Without persistence the service
-/// is ready at once.
+/// Reads the data directory back into the counter, then lets writes through and turns
+/// `/ready` 200. On failure stops the listeners and returns the error. Without persistence the
+/// service is ready at once.
 async fn recover(
     data_dir: Option<DataDir>,
     state: Arc<AppState>,
     stop: Arc<watch::Sender<bool>>,
-) -> io::Result<Option<(DataDir, Arc<Journal>)>> {
+) -> io::Result<Option<DataDir>> {
     let Some(data_dir) = data_dir else {
         state.set_ready(true);
         return Ok(None);
     };
-    let store = state.store.clone();
+    let counter = state.counter.clone();
     let (data_dir, recovered) = tokio::task::spawn_blocking(move || {
-        let recovered = data_dir.recover(store);
+        let recovered = counter.recover(&data_dir);
         (data_dir, recovered)
     })
     .await
     .map_err(io::Error::other)?;
     match recovered {
-        Ok(journal) => {
-            state.set_journal(journal.clone());
+        Ok(()) => {
             if !*stop.borrow() {
                 state.set_ready(true);
             }
-            Ok(Some((data_dir, journal)))
+            Ok(Some(data_dir))
         }
         Err(e) => {
             let _ = stop.send(true);

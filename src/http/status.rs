@@ -24,7 +24,7 @@ struct Health {
 pub async fn health(State(state): State<Arc<AppState>>) -> Json<impl Serialize> {
     Json(Health {
         status: "healthy",
-        unique_ip_count: state.store.counts().total(),
+        unique_ip_count: state.counter.counts().total(),
         uptime: format!("{}s", state.started.elapsed().as_secs()),
         version: env!("CARGO_PKG_VERSION"),
     })
@@ -33,8 +33,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<impl Serialize> 
 /// `GET /ready`: 200 while writes are accepted; 503 while starting, shutting down, or while the
 /// data directory refuses new addresses (a failed sync until its repair, the directory gone).
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let writable = state.journal.get().is_none_or(|journal| journal.writable());
-    if state.ready.load(Ordering::Relaxed) && writable {
+    if state.ready.load(Ordering::Relaxed) && state.counter.writable() {
         Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
         not_ready()
@@ -70,12 +69,12 @@ struct Stats {
 
 /// `GET /stats`: the counts, the counting structures' size and the uptime.
 pub async fn stats(State(state): State<Arc<AppState>>) -> Json<impl Serialize> {
-    let counts = state.store.counts();
+    let counts = state.counter.counts();
     Json(Stats {
         unique_ip_addresses: counts.total(),
         unique_ipv4: counts.ipv4,
         unique_ipv6: counts.ipv6,
-        estimated_memory_usage_bytes: state.store.memory_bytes(),
+        estimated_memory_usage_bytes: state.counter.memory_bytes(),
         uptime_seconds: state.started.elapsed().as_secs(),
     })
 }

@@ -12,9 +12,9 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use http_body_util::BodyExt;
 use ip_counter::config::Config;
+use ip_counter::counter::Counter;
 use ip_counter::http::ingest::{handle, router};
 use ip_counter::http::state::AppState;
-use ip_counter::store::Store;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::Value;
@@ -91,7 +91,7 @@ fn any_body_gets_a_json_2xx_or_4xx_and_the_count_moves_only_by_what_was_new() {
         .unwrap();
     let config =
         Config::from_args(["ip-counter", "--max-body-bytes=4KiB", "--persistence=off"]).unwrap();
-    let state = Arc::new(AppState::new(Store::exact(), &config));
+    let state = Arc::new(AppState::new(Arc::new(Counter::in_memory()), &config));
     let router = router(state.clone());
     let client = std::net::Ipv4Addr::LOCALHOST.into();
     let cases = (
@@ -121,14 +121,14 @@ fn any_body_gets_a_json_2xx_or_4xx_and_the_count_moves_only_by_what_was_new() {
                 request = request.header(header::CONTENT_ENCODING, "gzip");
             }
             let request = request.body(Body::from(body)).unwrap();
-            let before = state.store.counts().total();
+            let before = state.counter.counts().total();
             let (status, reply) = runtime.block_on(async {
                 let response = handle(state.clone(), router.clone(), client, request).await;
                 let status = response.status();
                 let bytes = response.into_body().collect().await.unwrap().to_bytes();
                 (status, bytes)
             });
-            let after = state.store.counts().total();
+            let after = state.counter.counts().total();
             let reply: Value = serde_json::from_slice(&reply)
                 .map_err(|e| TestCaseError::fail(format!("{status}: not JSON ({e})")))?;
             prop_assert!(

@@ -537,18 +537,22 @@ async fn a_full_disk_answers_503_and_writes_resume_when_it_recovers() {
 /// `/ready` turns 200 and the post is answered against the whole count.
 #[tokio::test]
 async fn ready_is_503_until_the_data_directory_is_read_back() {
-    use ip_counter::persist::format::SnapshotWriter;
+    use ip_counter::counter::exact::AddressSet;
+    use ip_counter::wal::Durable;
+    use ip_counter::wal::format::SnapshotWriter;
 
     const N: u32 = 3_000_000;
     let data = tempfile::tempdir().unwrap();
     let file = std::fs::File::create(data.path().join("snapshot.bin")).unwrap();
-    let mut snapshot = SnapshotWriter::new(std::io::BufWriter::new(file), 0).unwrap();
-    let all: Vec<u32> = (0..N).map(|i| i * 1_000).collect();
-    snapshot.ipv4(&all).unwrap();
+    let out = std::io::BufWriter::new(file);
+    let mut snapshot = SnapshotWriter::new(out, 0, AddressSet::SECTIONS).unwrap();
+    for i in 0..N {
+        snapshot.push(0, &(i * 1_000).to_be_bytes()).unwrap();
+    }
     let (out, _) = snapshot.finish().unwrap();
     out.into_inner().unwrap();
     // The log a snapshot is always taken beside.
-    let log = ip_counter::persist::format::log_header(0);
+    let log = ip_counter::wal::format::log_header(0);
     std::fs::write(data.path().join(format!("log-{:020}.bin", 0)), log).unwrap();
 
     let server = start_listening(data.path(), &[]);

@@ -11,22 +11,13 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
-
 use super::format;
-use super::{DataDir, Durability, Journal, SNAPSHOT, SNAPSHOT_TMP, Settings, logs_in, recover};
-use crate::store::Store;
-
-/// `ip-counter repair`: rebuild a damaged data directory from what can still be read.
-#[derive(Debug, Clone, Args)]
-pub struct RepairArgs {
-    /// The data directory (the service's DATA_DIR); the service must be stopped
-    pub dir: PathBuf,
-}
+use super::{
+    DataDir, Durability, Durable, SNAPSHOT, SNAPSHOT_TMP, Settings, Wal, logs_in, recover,
+};
 
 /// What repair read of one file.
 #[derive(Debug)]
@@ -36,19 +27,10 @@ struct FileRead {
     stopped: Option<format::Damage>,
 }
 
-/// Runs `ip-counter repair`; exit 0 once the directory reads back whole, 1 when it could not
-/// be repaired (in use, unreadable).
-pub fn run(args: &RepairArgs) -> ExitCode {
-    match repair(&args.dir) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn repair(dir: &Path) -> io::Result<()> {
+/// Rebuilds the data directory `dir` of the state `S` (which starts as `empty()`) from what can
+/// still be read, printing what it keeps; an error when it is in use or cannot be read or
+/// written.
+pub fn repair<S: Durable>(dir: &Path, empty: impl Fn() -> S) -> io::Result<()> {
     if !dir.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
@@ -62,13 +44,13 @@ fn repair(dir: &Path) -> io::Result<()> {
         snapshot_interval: Duration::from_secs(3600),
     };
     let _held = DataDir::open(settings.clone()).map_err(io::Error::other)?;
-    if recover::read_dir(dir, &Store::exact()).is_ok() {
+    if recover::read_dir(dir, &empty()).is_ok() {
         println!("{}: reads back whole; nothing to repair", dir.display());
         return Ok(());
     }
 
-    let store = Arc::new(Store::exact());
-    let (read, next_generation) = salvage(dir, &store)?;
+    let state = Arc::new(empty());
+    let (read, next_generation) = salvage(dir, &*state)?;
     for file in &read {
         match &file.stopped {
             None => println!("{}: kept all {} records", file.path.display(), file.records),
@@ -91,19 +73,16 @@ fn repair(dir: &Path) -> io::Result<()> {
     }
     super::sync_dir(&kept)?;
 
-    // The new log comes after every old one, so the new snapshot supersedes them all.
-    let journal = Journal::start(dir, settings, store.clone(), next_generation, false)?;
-    let done = journal.snapshot()?;
-    journal.close()?;
+    // The new segment comes after every old one, so the new snapshot supersedes them all.
+    let wal = Wal::start(dir, settings, state.clone(), next_generation, false)?;
+    let done = wal.snapshot()?;
+    wal.close()?;
     let _ = fs::remove_file(dir.join(SNAPSHOT_TMP));
-    let counts = store.counts();
     println!(
-        "{}: repaired: {} unique addresses ({} IPv4, {} IPv6) in a new snapshot of {} bytes; \
-         the files it replaced are in {} (delete it once satisfied)",
+        "{}: repaired: {} in a new snapshot of {} bytes; the files it replaced are in {} \
+         (delete it once satisfied)",
         dir.display(),
-        done.addresses,
-        counts.ipv4,
-        counts.ipv6,
+        state.describe(),
         done.bytes,
         kept.display()
     );
@@ -130,23 +109,17 @@ fn keep_dir(dir: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// Reads every whole frame of the snapshot and the logs into `store`; returns what was read of
-/// each file and the generation a new log must have to come after all of them.
-fn salvage(dir: &Path, store: &Store) -> io::Result<(Vec<FileRead>, u64)> {
+/// Reads every whole frame of the snapshot and the segments into `state`; returns what was read
+/// of each file and the generation a new segment must have to come after all of them.
+fn salvage<S: Durable>(dir: &Path, state: &S) -> io::Result<(Vec<FileRead>, u64)> {
     let mut read = Vec::new();
     let mut next_generation = 0;
     let path = dir.join(SNAPSHOT);
     match fs::read(&path) {
         Ok(bytes) => {
-            let salvaged = format::salvage_snapshot(
-                &bytes,
-                |v4| {
-                    store.insert_bits(v4, &[]);
-                },
-                |v6| {
-                    store.insert_bits(&mut [], v6);
-                },
-            );
+            let salvaged = format::salvage_snapshot(&bytes, S::SECTIONS, |section, records| {
+                state.load(section, records);
+            });
             if let Ok(header) = format::read_snapshot_header(&bytes) {
                 next_generation = header.generation + 1;
             }
@@ -161,7 +134,7 @@ fn salvage(dir: &Path, store: &Store) -> io::Result<(Vec<FileRead>, u64)> {
     }
     for (generation, path) in logs_in(dir)? {
         next_generation = next_generation.max(generation + 1);
-        let (records, end) = recover::replay_log(&fs::read(&path)?, store);
+        let (records, end) = recover::replay_log(&fs::read(&path)?, state);
         read.push(FileRead {
             path,
             records,

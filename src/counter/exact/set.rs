@@ -1,11 +1,11 @@
 //! Exact in-memory counting: every distinct address is kept, so the count is never an estimate.
 //!
-//! [`ExactStore`] routes each address to its family's set ([`super::ipv4`]: one block per /16;
+//! [`AddressSet`] routes each address to its family's set ([`super::ipv4`]: one block per /16;
 //! [`super::ipv6`]: staggered hash-table shards; their docs give the layouts and measured
 //! bytes per address). IPv4-mapped IPv6 addresses are IPv4 here.
 //!
 //! Each family has an atomic counter, bumped inside the owning lock only when an insert finds
-//! the address new, so [`ExactStore::counts`] is O(1), never takes a lock, and already includes
+//! the address new, so [`AddressSet::counts`] is O(1), never takes a lock, and already includes
 //! any address this thread has seen `insert` or `contains` report. `examples/memory.rs` measures
 //! the figures (`cargo run --release --example memory -- [N_IPV4] [N_IPV6]`).
 
@@ -14,17 +14,18 @@ use std::net::IpAddr;
 
 use super::ipv4::Ipv4Set;
 use super::ipv6::Ipv6Set;
-use super::{Bits, Counts, Run};
+use super::{Bits, Run};
+use crate::counter::Counts;
 
 /// Every distinct address seen, IPv4 and IPv6 kept apart, safe to share between threads.
 ///
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are stored and counted as IPv4.
-pub struct ExactStore {
+pub struct AddressSet {
     ipv4: Ipv4Set,
     ipv6: Ipv6Set,
 }
 
-impl Default for ExactStore {
+impl Default for AddressSet {
     fn default() -> Self {
         Self {
             ipv4: Ipv4Set::new(),
@@ -34,17 +35,17 @@ impl Default for ExactStore {
 }
 
 // Deriving Debug would print every stored address.
-impl fmt::Debug for ExactStore {
+impl fmt::Debug for AddressSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let counts = self.counts();
-        f.debug_struct("ExactStore")
+        f.debug_struct("AddressSet")
             .field("ipv4", &counts.ipv4)
             .field("ipv6", &counts.ipv6)
             .finish_non_exhaustive()
     }
 }
 
-impl ExactStore {
+impl AddressSet {
     /// Adds `ip`; returns `true` when it was not seen before.
     ///
     /// Of any number of threads inserting the same new address at once, exactly one gets `true`.
@@ -59,8 +60,8 @@ impl ExactStore {
     }
 
     /// Adds every address of `ips`, locking each part of the store once per call; returns how
-    /// many were new. The same promises as [`ExactStore::insert`] hold for each address.
-    pub fn insert_many(&self, ips: &[IpAddr]) -> u64 {
+    /// many were new. The same promises as [`AddressSet::insert`] hold for each address.
+    pub fn insert_many(&self, ips: impl ExactSizeIterator<Item = IpAddr>) -> u64 {
         let Bits { mut ipv4, ipv6 } = Bits::split(ips);
         self.ipv4.insert_many(&mut ipv4) + self.ipv6.insert_many(&ipv6)
     }
@@ -136,7 +137,7 @@ mod tests {
 
     #[test]
     fn ipv4_insert_contains_counts() {
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         let a: IpAddr = "83.150.59.250".parse().unwrap();
         let b: IpAddr = "10.0.0.1".parse().unwrap();
         assert!(!store.contains(a));
@@ -149,7 +150,7 @@ mod tests {
 
     #[test]
     fn ipv6_insert_contains_counts() {
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         let a: IpAddr = "2001:db8::1".parse().unwrap();
         let b: IpAddr = "2001:db8::2".parse().unwrap();
         assert!(!store.contains(a));
@@ -162,7 +163,7 @@ mod tests {
 
     #[test]
     fn extreme_addresses_are_distinct() {
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         for ip in [v4(0), v4(u32::MAX), v6(0), v6(1), v6(u128::MAX)] {
             assert!(store.insert(ip), "{ip}");
         }
@@ -171,7 +172,7 @@ mod tests {
 
     #[test]
     fn mapped_ipv6_counts_as_ipv4() {
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         let mapped: IpAddr = "::ffff:1.2.3.4".parse().unwrap();
         let plain: IpAddr = "1.2.3.4".parse().unwrap();
         assert!(store.insert(mapped));
@@ -186,7 +187,7 @@ mod tests {
 
     #[test]
     fn duplicates_count_once() {
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         for _ in 0..3 {
             for i in 0..1000u32 {
                 store.insert(v4(i.wrapping_mul(2_654_435_761)));
@@ -205,7 +206,7 @@ mod tests {
 
     #[test]
     fn memory_bytes_grows_with_inserts() {
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         let empty = store.memory_bytes();
         assert!(empty > 0, "the shard arrays alone are on the heap");
 
@@ -234,7 +235,7 @@ mod tests {
         const THREADS: u32 = 8;
         const PER_THREAD: u32 = 20_000;
         const STEP: u32 = 5_000;
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         let start = Barrier::new(THREADS as usize);
         let new_per_thread: Vec<u64> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..THREADS)
@@ -272,7 +273,7 @@ mod tests {
     #[test]
     fn an_address_seen_present_is_already_counted() {
         const N: u32 = 20_000;
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..N {
@@ -310,7 +311,7 @@ mod tests {
     proptest! {
         #[test]
         fn agrees_with_a_hash_set(ops in proptest::collection::vec((any::<bool>(), address()), 0..300)) {
-            let store = ExactStore::default();
+            let store = AddressSet::default();
             let mut model = HashSet::new();
             for (insert, ip) in ops {
                 let canonical = ip.to_canonical();
@@ -330,11 +331,11 @@ mod tests {
         fn insert_many_agrees_with_a_hash_set(
             batches in proptest::collection::vec(proptest::collection::vec(address(), 0..200), 0..8)
         ) {
-            let store = ExactStore::default();
+            let store = AddressSet::default();
             let mut model = HashSet::new();
             for batch in batches {
                 let new = batch.iter().filter(|ip| model.insert(ip.to_canonical())).count();
-                prop_assert_eq!(store.insert_many(&batch), new as u64);
+                prop_assert_eq!(store.insert_many(batch.iter().copied()), new as u64);
                 for ip in &batch {
                     prop_assert!(store.contains(*ip));
                 }
@@ -347,7 +348,7 @@ mod tests {
 
     #[test]
     fn runs_give_back_every_address_once() {
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         let mut v4: Vec<u32> = (0..20_000u32)
             .map(|i| i.wrapping_mul(2_654_435_761))
             .collect();
@@ -386,7 +387,7 @@ mod tests {
         let all: Vec<IpAddr> = (0..N)
             .flat_map(|i| [v4(i.wrapping_mul(2_654_435_761)), v6(u128::from(i) << 70)])
             .collect();
-        let store = ExactStore::default();
+        let store = AddressSet::default();
         let start = Barrier::new(THREADS);
         let new: u64 = std::thread::scope(|s| {
             let handles: Vec<_> = (0..THREADS)
@@ -397,7 +398,7 @@ mod tests {
                         mine.rotate_left(t * all.len() / THREADS);
                         start.wait();
                         mine.chunks(1_000)
-                            .map(|b| store.insert_many(b))
+                            .map(|b| store.insert_many(b.iter().copied()))
                             .sum::<u64>()
                     })
                 })

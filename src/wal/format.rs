@@ -1,4 +1,4 @@
-//! The bytes of the data directory's files, version 1: the address log and the snapshot.
+//! The bytes of the data directory's files, version 1: log segments and the snapshot.
 //!
 //! Both are a header followed by frames. A frame is a run of fixed-size records with its own
 //! checksums:
@@ -8,10 +8,9 @@
 //! payload_crc = CRC-32 (IEEE) of the records; header_crc = CRC-32 of the frame's first 8 bytes
 //! ```
 //!
-//! Log records are 16 bytes, an IPv6 address in network order, IPv4 as IPv4-mapped
-//! (`::ffff:a.b.c.d`); one frame is one write. Snapshot frames hold 4-byte IPv4 records
-//! (ascending) and then 16-byte IPv6 records. Integers are little-endian, addresses big-endian,
-//! as a hex dump shows them.
+//! What a record holds is the counter kind's ([`super::Durable`]): this module knows only
+//! their length. One segment frame is one write. A snapshot is two sections of records, each
+//! with its own record length, counted in the header. Integers here are little-endian.
 //!
 //! The header checksum is what lets a reader tell a torn tail from damage: a frame cut short by
 //! a crash has an intact header whose count reaches past the end of the file, while a damaged
@@ -19,7 +18,6 @@
 //! anywhere else, with its offset.
 
 use std::io::{self, Seek, Write};
-use std::net::{IpAddr, Ipv6Addr};
 
 /// The format version written in every file header; a reader refuses any other.
 pub const VERSION: u8 = 1;
@@ -30,8 +28,8 @@ const SNAPSHOT_MAGIC: &[u8; 7] = b"IPCSNAP";
 /// Log header: magic (7) | version (1) | generation: u64 LE | CRC-32 of the first 16 bytes.
 pub const LOG_HEADER_LEN: usize = 20;
 
-/// Snapshot header: magic (7) | version (1) | generation: u64 LE | IPv4 count: u64 LE |
-/// IPv6 count: u64 LE | CRC-32 of the first 32 bytes | 4 zero bytes.
+/// Snapshot header: magic (7) | version (1) | generation: u64 LE | records of section 0: u64 LE |
+/// records of section 1: u64 LE | CRC-32 of the first 32 bytes | 4 zero bytes.
 pub const SNAPSHOT_HEADER_LEN: usize = 40;
 
 /// Bytes before a frame's records.
@@ -39,9 +37,6 @@ pub const FRAME_HEADER_LEN: usize = 12;
 
 /// Most records in one frame: larger writes are split. A count above it is damage.
 pub const MAX_FRAME_RECORDS: usize = 1 << 20;
-
-/// Bytes of a log record.
-pub const LOG_RECORD_LEN: usize = 16;
 
 /// Records in a snapshot frame.
 pub const SNAPSHOT_FRAME_RECORDS: usize = 16 * 1024;
@@ -72,20 +67,6 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-
-/// The log record of `ip`: 16 bytes, IPv4 as IPv4-mapped IPv6.
-pub fn log_record(ip: IpAddr) -> [u8; LOG_RECORD_LEN] {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// The address of a log record.
-pub fn log_record_addr(record: &[u8]) -> IpAddr {
-    let octets: [u8; LOG_RECORD_LEN] = record.try_into().expect("a 16-byte record");
-    IpAddr::V6(Ipv6Addr::from(octets)).to_canonical()
 }
 
 /// Appends one frame holding `payload` (a whole number of records of `record_len` bytes).
@@ -248,15 +229,16 @@ fn check_header(header: &[u8], magic: &[u8; 7], kind: &str, crc_at: usize) -> Re
     Ok(())
 }
 
+/// The number of sections in a snapshot.
+pub const SECTIONS: usize = 2;
+
 /// What a snapshot header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotHeader {
     /// The first log generation the snapshot does not include.
     pub generation: u64,
-    /// IPv4 records that follow.
-    pub ipv4: u64,
-    /// IPv6 records after them.
-    pub ipv6: u64,
+    /// Records in each section, in file order.
+    pub records: [u64; SECTIONS],
 }
 
 impl SnapshotHeader {
@@ -266,66 +248,60 @@ impl SnapshotHeader {
         header[..7].copy_from_slice(SNAPSHOT_MAGIC);
         header[7] = VERSION;
         header[8..16].copy_from_slice(&self.generation.to_le_bytes());
-        header[16..24].copy_from_slice(&self.ipv4.to_le_bytes());
-        header[24..32].copy_from_slice(&self.ipv6.to_le_bytes());
+        header[16..24].copy_from_slice(&self.records[0].to_le_bytes());
+        header[24..32].copy_from_slice(&self.records[1].to_le_bytes());
         let check = crc(&header[..32]);
         header[32..36].copy_from_slice(&check.to_le_bytes());
         header
     }
 }
 
-/// Writes a snapshot to `out`: a placeholder header, the IPv4 records (ascending) and then the
-/// IPv6 records in frames of [`SNAPSHOT_FRAME_RECORDS`], and at [`SnapshotWriter::finish`]
-/// the header with the counts written.
+/// Writes a snapshot to `out`: a placeholder header, the records of each section in turn in
+/// frames of [`SNAPSHOT_FRAME_RECORDS`], and at [`SnapshotWriter::finish`] the header with the
+/// counts written.
 pub struct SnapshotWriter<W: Write + Seek> {
     out: W,
     header: SnapshotHeader,
-    /// Records not yet framed, all `record_len` bytes long.
+    /// Bytes of a record of each section.
+    record_lens: [usize; SECTIONS],
+    /// The section being written.
+    section: usize,
+    /// Records not yet framed.
     pending: Vec<u8>,
-    record_len: usize,
     frame: Vec<u8>,
 }
 
 impl<W: Write + Seek> SnapshotWriter<W> {
-    /// Starts snapshot `generation` (the first log generation it does not include).
-    pub fn new(mut out: W, generation: u64) -> io::Result<Self> {
+    /// Starts snapshot `generation` (the first log generation it does not include) whose
+    /// sections hold records of `record_lens` bytes.
+    pub fn new(mut out: W, generation: u64, record_lens: [usize; SECTIONS]) -> io::Result<Self> {
         out.write_all(&[0; SNAPSHOT_HEADER_LEN])?;
         Ok(SnapshotWriter {
             out,
             header: SnapshotHeader {
                 generation,
-                ipv4: 0,
-                ipv6: 0,
+                records: [0; SECTIONS],
             },
+            record_lens,
+            section: 0,
             pending: Vec::new(),
-            record_len: 4,
             frame: Vec::new(),
         })
     }
 
-    /// Adds IPv4 addresses, ascending and above any added before; before any IPv6.
-    pub fn ipv4(&mut self, run: &[u32]) -> io::Result<()> {
-        debug_assert_eq!(self.header.ipv6, 0, "IPv4 records come first");
-        self.header.ipv4 += run.len() as u64;
-        self.push(run.iter().map(|a| a.to_be_bytes()))
-    }
-
-    /// Adds IPv6 addresses (never IPv4-mapped).
-    pub fn ipv6(&mut self, run: &[u128]) -> io::Result<()> {
-        self.header.ipv6 += run.len() as u64;
-        self.push(run.iter().map(|a| a.to_be_bytes()))
-    }
-
-    fn push<const N: usize>(&mut self, records: impl Iterator<Item = [u8; N]>) -> io::Result<()> {
-        if self.record_len != N {
+    /// Adds one record to `section`, which is never before the section of the record added
+    /// before it.
+    pub fn push(&mut self, section: usize, record: &[u8]) -> io::Result<()> {
+        debug_assert!(section >= self.section, "sections are written in order");
+        debug_assert_eq!(record.len(), self.record_lens[section]);
+        if section != self.section {
             self.flush()?;
-            self.record_len = N;
+            self.section = section;
         }
-        for record in records {
-            self.pending.extend_from_slice(&record);
-            if self.pending.len() == SNAPSHOT_FRAME_RECORDS * N {
-                self.flush()?;
-            }
+        self.header.records[section] += 1;
+        self.pending.extend_from_slice(record);
+        if self.pending.len() == SNAPSHOT_FRAME_RECORDS * record.len() {
+            self.flush()?;
         }
         Ok(())
     }
@@ -335,7 +311,11 @@ impl<W: Write + Seek> SnapshotWriter<W> {
             return Ok(());
         }
         self.frame.clear();
-        push_frame(&mut self.frame, self.record_len, &self.pending);
+        push_frame(
+            &mut self.frame,
+            self.record_lens[self.section],
+            &self.pending,
+        );
         self.pending.clear();
         self.out.write_all(&self.frame)
     }
@@ -357,41 +337,39 @@ pub fn read_snapshot_header(file: &[u8]) -> Result<SnapshotHeader, Damage> {
     check_header(header, SNAPSHOT_MAGIC, "snapshot", 32)?;
     Ok(SnapshotHeader {
         generation: u64_at(header, 8),
-        ipv4: u64_at(header, 16),
-        ipv6: u64_at(header, 24),
+        records: [u64_at(header, 16), u64_at(header, 24)],
     })
 }
 
-/// Reads a whole snapshot, calling `ipv4` and `ipv6` with each frame's addresses. Any damage,
-/// a missing or extra byte included, is an error: a snapshot is complete before it is renamed
-/// into place.
+/// Reads a whole snapshot whose sections hold records of `record_lens` bytes, calling `each`
+/// with every frame's section and records. Any damage, a missing or extra byte included, is an
+/// error: a snapshot is complete before it is renamed into place.
 pub fn read_snapshot(
     file: &[u8],
-    mut ipv4: impl FnMut(&mut Vec<u32>),
-    mut ipv6: impl FnMut(&[u128]),
+    record_lens: [usize; SECTIONS],
+    mut each: impl FnMut(usize, &[u8]),
 ) -> Result<SnapshotHeader, Damage> {
     let head = read_snapshot_header(file)?;
     let mut at = SNAPSHOT_HEADER_LEN;
-    let mut v4 = Vec::new();
-    at = read_records(
-        file,
-        at,
-        head.ipv4,
-        "IPv4",
-        u32::from_be_bytes,
-        &mut v4,
-        |v4| ipv4(v4),
-    )?;
-    let mut v6 = Vec::new();
-    at = read_records(
-        file,
-        at,
-        head.ipv6,
-        "IPv6",
-        u128::from_be_bytes,
-        &mut v6,
-        |v6| ipv6(v6),
-    )?;
+    for (section, &record_len) in record_lens.iter().enumerate() {
+        let mut left = head.records[section];
+        while left > 0 {
+            let (payload, next) = match frame_at(file, at, record_len)? {
+                Frame::Whole { payload, next } => (payload, next),
+                Frame::Torn(what) => return Err(damage(at, what)),
+            };
+            left = left
+                .checked_sub((payload.len() / record_len) as u64)
+                .ok_or_else(|| {
+                    damage(
+                        at,
+                        format!("more section {section} records than the header counts"),
+                    )
+                })?;
+            each(section, payload);
+            at = next;
+        }
+    }
     if at != file.len() {
         return Err(damage(at, "bytes after the last record the header counts"));
     }
@@ -408,43 +386,30 @@ pub struct Salvaged {
 }
 
 /// Reads the whole frames of a damaged snapshot from the first on, up to the first that does
-/// not read (IPv4 frames, then IPv6 frames, whatever the header says), for `ip-counter repair`.
+/// not read (frames of each section in turn, whatever the header says), for `ip-counter
+/// repair`; calls `each` as [`read_snapshot`] does.
 pub fn salvage_snapshot(
     file: &[u8],
-    mut ipv4: impl FnMut(&mut [u32]),
-    mut ipv6: impl FnMut(&[u128]),
+    record_lens: [usize; SECTIONS],
+    mut each: impl FnMut(usize, &[u8]),
 ) -> Salvaged {
     let mut at = SNAPSHOT_HEADER_LEN.min(file.len());
     let mut records = 0;
-    let mut v6 = false;
+    let mut section = 0;
     while at < file.len() {
-        let whole = |record_len| match frame_at(file, at, record_len) {
-            Ok(Frame::Whole { payload, next }) => Some((payload, next)),
+        let whole = (section..SECTIONS).find_map(|s| match frame_at(file, at, record_lens[s]) {
+            Ok(Frame::Whole { payload, next }) => Some((s, payload, next)),
             _ => None,
-        };
-        let v4_frame = if v6 { None } else { whole(4) };
-        let Some((payload, next)) = v4_frame.or_else(|| whole(16)) else {
+        });
+        let Some((s, payload, next)) = whole else {
             return Salvaged {
                 records,
                 stopped: Some(damage(at, "no readable frame from here on")),
             };
         };
-        v6 = v4_frame.is_none();
-        if v6 {
-            let run: Vec<u128> = payload
-                .chunks_exact(16)
-                .map(|r| u128::from_be_bytes(r.try_into().expect("16 bytes")))
-                .collect();
-            ipv6(&run);
-            records += run.len() as u64;
-        } else {
-            let mut run: Vec<u32> = payload
-                .chunks_exact(4)
-                .map(|r| u32::from_be_bytes(r.try_into().expect("4 bytes")))
-                .collect();
-            ipv4(&mut run);
-            records += run.len() as u64;
-        }
+        section = s;
+        each(section, payload);
+        records += (payload.len() / record_lens[section]) as u64;
         at = next;
     }
     Salvaged {
@@ -452,86 +417,36 @@ pub fn salvage_snapshot(
         stopped: None,
     }
 }
-
-/// Reads whole frames of `N`-byte records from `at` until `count` records have been read,
-/// handing each frame's records, decoded into `buf`, to `each`; returns where the next frame
-/// starts. Every frame must be whole: a snapshot is complete before it is renamed into place.
-fn read_records<const N: usize, T>(
-    file: &[u8],
-    mut at: usize,
-    count: u64,
-    family: &str,
-    decode: fn([u8; N]) -> T,
-    buf: &mut Vec<T>,
-    mut each: impl FnMut(&mut Vec<T>),
-) -> Result<usize, Damage> {
-    let mut left = count;
-    while left > 0 {
-        let (payload, next) = match frame_at(file, at, N)? {
-            Frame::Whole { payload, next } => (payload, next),
-            Frame::Torn(what) => return Err(damage(at, what)),
-        };
-        buf.clear();
-        buf.extend(
-            payload
-                .chunks_exact(N)
-                .map(|r| decode(r.try_into().expect("N bytes"))),
-        );
-        left = left
-            .checked_sub(buf.len() as u64)
-            .ok_or_else(|| damage(at, format!("more {family} records than the header counts")))?;
-        each(buf);
-        at = next;
-    }
-    Ok(at)
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
 
-    fn log_with(frames: &[&[IpAddr]]) -> Vec<u8> {
-        let mut file = log_header(7).to_vec();
-        for frame in frames {
-            let payload: Vec<u8> = frame.iter().flat_map(|&ip| log_record(ip)).collect();
-            push_frame(&mut file, LOG_RECORD_LEN, &payload);
-        }
-        file
+    /// Records of 16 bytes, as the exact counter's are: the format knows only their length.
+    const LOG_RECORD_LEN: usize = 16;
+
+    fn log_with(frames: &[&[u128]]) -> Vec<u8> {
+        log_of(&frames.iter().map(|f| f.to_vec()).collect::<Vec<_>>()).0
     }
 
-    fn read_log(file: &[u8]) -> Result<(Vec<IpAddr>, End), Damage> {
+    fn read_log(file: &[u8]) -> Result<(Vec<u128>, End), Damage> {
         assert_eq!(read_log_header(file)?, 7);
-        let mut ips = Vec::new();
+        let mut records = Vec::new();
         let end = read_frames(file, LOG_HEADER_LEN, LOG_RECORD_LEN, |payload| {
-            ips.extend(payload.chunks_exact(LOG_RECORD_LEN).map(log_record_addr));
+            records.extend(
+                payload
+                    .chunks_exact(LOG_RECORD_LEN)
+                    .map(|r| u128::from_be_bytes(r.try_into().unwrap())),
+            );
         })?;
-        Ok((ips, end))
+        Ok((records, end))
     }
 
-    fn ips(n: u32) -> Vec<IpAddr> {
+    fn ips(n: u32) -> Vec<u128> {
         (0..n)
-            .map(|i| {
-                if i % 3 == 0 {
-                    IpAddr::V6(Ipv6Addr::from_bits(0x2001_0db8 << 96 | u128::from(i)))
-                } else {
-                    IpAddr::V4(std::net::Ipv4Addr::from_bits(i.wrapping_mul(2_654_435_761)))
-                }
-            })
+            .map(|i| 0x2001_0db8 << 96 | u128::from(i.wrapping_mul(2_654_435_761)))
             .collect()
-    }
-
-    #[test]
-    fn records_keep_both_families_and_map_ipv4() {
-        let mapped: IpAddr = "::ffff:1.2.3.4".parse().unwrap();
-        assert_eq!(
-            log_record_addr(&log_record(mapped)),
-            "1.2.3.4".parse::<IpAddr>().unwrap()
-        );
-        for ip in ips(30) {
-            assert_eq!(log_record_addr(&log_record(ip)), ip);
-        }
     }
 
     #[test]
@@ -657,11 +572,7 @@ mod tests {
             let cut = LOG_HEADER_LEN + cut.index(file.len() - LOG_HEADER_LEN + 1);
             let (read, end) = read_log(&file[..cut]).unwrap();
             let whole = ends.iter().filter(|&&e| e <= cut).count();
-            let expected: Vec<IpAddr> = frames[..whole]
-                .iter()
-                .flatten()
-                .map(|&a| log_record_addr(&a.to_be_bytes()))
-                .collect();
+            let expected: Vec<u128> = frames[..whole].iter().flatten().copied().collect();
             prop_assert_eq!(read, expected);
             let good = if whole == 0 { LOG_HEADER_LEN } else { ends[whole - 1] };
             prop_assert_eq!(end.good_len, good as u64);
@@ -696,7 +607,7 @@ mod tests {
                 file.extend_from_slice(&bytes);
                 let _ = read_log(&file);
             } else {
-                let mut file = SnapshotHeader { generation: 1, ipv4: 3, ipv6: 2 }.encode().to_vec();
+                let mut file = SnapshotHeader { generation: 1, records: [3, 2] }.encode().to_vec();
                 file.extend_from_slice(&bytes);
                 let _ = read_back(&file);
             }
@@ -704,19 +615,30 @@ mod tests {
     }
 
     fn snapshot(v4: &[u32], v6: &[u128]) -> Vec<u8> {
-        let mut snapshot = SnapshotWriter::new(io::Cursor::new(Vec::new()), 3).unwrap();
-        snapshot.ipv4(v4).unwrap();
-        snapshot.ipv6(v6).unwrap();
+        let mut snapshot = SnapshotWriter::new(io::Cursor::new(Vec::new()), 3, [4, 16]).unwrap();
+        for a in v4 {
+            snapshot.push(0, &a.to_be_bytes()).unwrap();
+        }
+        for a in v6 {
+            snapshot.push(1, &a.to_be_bytes()).unwrap();
+        }
         snapshot.finish().unwrap().0.into_inner()
     }
 
     fn read_back(file: &[u8]) -> Result<(SnapshotHeader, Vec<u32>, Vec<u128>), Damage> {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        let head = read_snapshot(
-            file,
-            |r| v4.extend_from_slice(r),
-            |r| v6.extend_from_slice(r),
-        )?;
+        let head = read_snapshot(file, [4, 16], |section, records| match section {
+            0 => v4.extend(
+                records
+                    .chunks_exact(4)
+                    .map(|r| u32::from_be_bytes(r.try_into().unwrap())),
+            ),
+            _ => v6.extend(
+                records
+                    .chunks_exact(16)
+                    .map(|r| u128::from_be_bytes(r.try_into().unwrap())),
+            ),
+        })?;
         Ok((head, v4, v6))
     }
 

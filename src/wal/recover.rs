@@ -1,5 +1,6 @@
-//! Reading a data directory back into a [`Store`]: the snapshot, then every log after it, in
-//! generation order. Used at start (before `/ready` turns 200) and by `ip-counter verify`.
+//! Reading a data directory back into a counter kind's state ([`Durable`]): the snapshot, then
+//! every segment after it, in generation order. Used at start (before `/ready` turns 200) and by
+//! `ip-counter verify`.
 //!
 //! Reading never changes a file; [`Recovered::repair`] then cuts torn tails and removes what a
 //! snapshot has made redundant, so that only what a crash can leave is ever dropped. Damage
@@ -8,13 +9,11 @@
 
 use std::fs;
 use std::io;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::crash::{self, Point};
-use super::format::{self, Damage, LOG_HEADER_LEN, LOG_RECORD_LEN, SnapshotHeader};
-use super::{SNAPSHOT, SNAPSHOT_TMP, logs_in, sync_dir};
-use crate::store::Store;
+use super::format::{self, Damage, LOG_HEADER_LEN, SnapshotHeader};
+use super::{Durable, SNAPSHOT, SNAPSHOT_TMP, logs_in, sync_dir};
 
 /// Why a data directory could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -172,25 +171,19 @@ impl Recovered {
     }
 }
 
-/// Reads every file of the data directory `dir` into `store`, changing nothing on disk. The
+/// Reads every file of the data directory `dir` into `state`, changing nothing on disk. The
 /// files must prove the directory complete: the logs after the snapshot run without a gap from
 /// the snapshot's own generation (from 0 without one); only the newest log may be empty or all
 /// zeros, as a crash while creating it leaves it.
-pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
+pub fn read_dir<S: Durable>(dir: &Path, state: &S) -> Result<Recovered, RecoveryError> {
     let logs = logs_in(dir).map_err(io_error(dir))?;
     let mut recovered = Recovered::default();
     let snapshot_path = dir.join(SNAPSHOT);
     let from = match fs::read(&snapshot_path) {
         Ok(bytes) => {
-            let header = format::read_snapshot(
-                &bytes,
-                |v4| {
-                    store.insert_bits(v4, &[]);
-                },
-                |v6| {
-                    store.insert_bits(&mut [], v6);
-                },
-            )
+            let header = format::read_snapshot(&bytes, S::SECTIONS, |section, records| {
+                state.load(section, records);
+            })
             .map_err(damaged(&snapshot_path))?;
             recovered.snapshot = Some(header);
             header.generation
@@ -256,7 +249,7 @@ pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
                 what: format!("the header says generation {in_header}, the name {generation}"),
             }));
         }
-        let (records, end) = replay_log(&bytes, store);
+        let (records, end) = replay_log(&bytes, state);
         let end = end.map_err(damaged(&path))?;
         recovered.logs.push(LogRead {
             path,
@@ -272,21 +265,14 @@ pub fn read_dir(dir: &Path, store: &Store) -> Result<Recovered, RecoveryError> {
     Ok(recovered)
 }
 
-/// Counts the records of a log's whole frames (after its header) into `store`, up to its end or
-/// its first damage; returns how many were read and where reading stopped.
-pub fn replay_log(bytes: &[u8], store: &Store) -> (u64, Result<format::End, Damage>) {
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+/// Applies the records of a segment's whole frames (after its header) to `state`, up to its
+/// end or its first damage; returns how many were read and where reading stopped.
+pub fn replay_log<S: Durable>(bytes: &[u8], state: &S) -> (u64, Result<format::End, Damage>) {
     let mut records = 0;
     let start = LOG_HEADER_LEN.min(bytes.len());
-    let end = format::read_frames(bytes, start, LOG_RECORD_LEN, |payload| {
-        for record in payload.chunks_exact(LOG_RECORD_LEN) {
-            match format::log_record_addr(record) {
-                IpAddr::V4(a) => v4.push(a.to_bits()),
-                IpAddr::V6(a) => v6.push(a.to_bits()),
-            }
-        }
-        records += (payload.len() / LOG_RECORD_LEN) as u64;
+    let end = format::read_frames(bytes, start, S::RECORD_LEN, |payload| {
+        state.replay(payload);
+        records += (payload.len() / S::RECORD_LEN) as u64;
     });
-    store.insert_bits(&mut v4, &v6);
     (records, end)
 }

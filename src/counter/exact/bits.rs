@@ -1,0 +1,56 @@
+//! Addresses as bits, the form the sets and the log take them in.
+
+use std::net::IpAddr;
+
+/// Addresses as bits, split by family; IPv4-mapped IPv6 addresses are IPv4.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Bits {
+    /// IPv4 addresses.
+    pub ipv4: Vec<u32>,
+    /// IPv6 addresses, none IPv4-mapped.
+    pub ipv6: Vec<u128>,
+}
+
+impl Bits {
+    /// `ips` split by family, in their order.
+    pub fn split(ips: impl ExactSizeIterator<Item = IpAddr>) -> Bits {
+        let mut bits = Bits {
+            ipv4: Vec::with_capacity(ips.len()),
+            ipv6: Vec::new(),
+        };
+        for ip in ips {
+            match ip {
+                IpAddr::V4(a) => bits.ipv4.push(a.to_bits()),
+                IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                    Some(a) => bits.ipv4.push(a.to_bits()),
+                    None => bits.ipv6.push(a.to_bits()),
+                },
+            }
+        }
+        bits
+    }
+
+    /// `ips` split by family, each family sorted and without repeats.
+    pub fn distinct(ips: impl ExactSizeIterator<Item = IpAddr>) -> Bits {
+        let mut bits = Bits::split(ips);
+        bits.ipv4.sort_unstable();
+        bits.ipv4.dedup();
+        bits.ipv6.sort_unstable();
+        bits.ipv6.dedup();
+        bits
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ipv4.is_empty() && self.ipv6.is_empty()
+    }
+}
+
+/// A run of stored addresses, from [`AddressSet::for_each_run`](super::AddressSet::for_each_run).
+#[derive(Debug, Clone, Copy)]
+pub enum Run<'a> {
+    /// IPv4 addresses as bits, ascending.
+    Ipv4(&'a [u32]),
+    /// IPv6 addresses as bits, never IPv4-mapped, in no order.
+    Ipv6(&'a [u128]),
+}

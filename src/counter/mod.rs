@@ -1,0 +1,227 @@
+//! The counting seam: what the HTTP and command-line layers call to record observations and to
+//! read counts, whatever kind of counter is behind it.
+//!
+//! [`Counter`] owns, for every kind:
+//! - recording: [`Counter::record`] takes [`Observation`]s (an address and its event time) and
+//!   says how many addresses were new; a request's share of work that may block (a log write)
+//!   runs on the caller's thread, and [`Counter::settle`] is the part that waits (a sync of the
+//!   log in fsync mode; later a remote store), asynchronously, so no thread that serves
+//!   connections is held by it;
+//! - recovery gating: until the data directory is read back, records are refused and
+//!   [`Counter::wait_recovered`] lets a request wait for it;
+//! - reading: [`Counter::counts`] without I/O or locks, and the kind's own metrics
+//!   ([`Counter::gauges`]) and readiness ([`Counter::writable`]).
+//!
+//! The kinds live beside it, one module each; today [`exact`]. docs/DESIGN.md says how to add
+//! one.
+
+pub mod exact;
+
+use std::io;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError};
+use exact::Exact;
+
+/// When an address was seen, in whole seconds since the Unix epoch; `None` when its entry gave
+/// no time. Times before 1970 are 1 s, times after 2106 the last second `u32` holds.
+pub type EventTime = Option<NonZeroU32>;
+
+/// The event time of `seconds` since the Unix epoch, clamped as [`EventTime`] says.
+pub fn event_time(seconds: i64) -> EventTime {
+    NonZeroU32::new(seconds.clamp(1, i64::from(u32::MAX)) as u32)
+}
+
+/// One sighting of an address: what parsing hands the counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// The client address, IPv4-mapped IPv6 already turned into IPv4.
+    pub ip: IpAddr,
+    /// When the entry says it was seen.
+    pub time: EventTime,
+}
+
+impl Observation {
+    /// `ip` seen at no time its entry gave.
+    pub fn untimed(ip: IpAddr) -> Observation {
+        Observation { ip, time: None }
+    }
+}
+
+/// How many distinct addresses a counter holds, by family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Distinct IPv4 addresses (IPv4-mapped IPv6 addresses count here).
+    pub ipv4: u64,
+    /// Distinct IPv6 addresses.
+    pub ipv6: u64,
+}
+
+impl Counts {
+    /// Both families together.
+    pub fn total(&self) -> u64 {
+        self.ipv4 + self.ipv6
+    }
+}
+
+/// A value a counter kind exports as an unlabelled gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauge {
+    /// The metric name.
+    pub name: &'static str,
+    /// Its HELP text.
+    pub help: &'static str,
+    /// Its value now.
+    pub value: u64,
+}
+
+/// The kinds of counter. Each is a module of this folder.
+#[derive(Debug)]
+enum Kind {
+    /// Every distinct address kept in memory.
+    Exact(Exact),
+}
+
+/// The one counter of a service or a command; see the module docs.
+#[derive(Debug)]
+pub struct Counter {
+    kind: Kind,
+    /// True once records are accepted: at once in memory, after recovery on a data directory.
+    /// `recovered` for waiters, `accepting` for the per-record check, which must not lock.
+    recovered: watch::Sender<bool>,
+    accepting: AtomicBool,
+    /// How long [`Counter::wait_recovered`] waits (`REQUEST_TIMEOUT`).
+    wait_limit: Duration,
+}
+
+impl Counter {
+    /// An exact counter in memory only: nothing survives the process.
+    pub fn in_memory() -> Counter {
+        Counter {
+            kind: Kind::Exact(Exact::default()),
+            recovered: watch::Sender::new(true),
+            accepting: AtomicBool::new(true),
+            wait_limit: Duration::ZERO,
+        }
+    }
+
+    /// An exact counter that [`Counter::recover`] will read back from a data directory; until
+    /// then it refuses records, and waits for them at most `wait_limit`.
+    pub fn persistent(wait_limit: Duration) -> Counter {
+        Counter {
+            kind: Kind::Exact(Exact::default()),
+            recovered: watch::Sender::new(false),
+            accepting: AtomicBool::new(false),
+            wait_limit,
+        }
+    }
+
+    /// Reads `data_dir` back and starts its log (blocking: seconds for tens of millions of
+    /// addresses); records are accepted from then on.
+    pub fn recover(&self, data_dir: &DataDir) -> Result<(), RecoveryError> {
+        match &self.kind {
+            Kind::Exact(exact) => exact.recover(data_dir)?,
+        }
+        self.accepting.store(true, Ordering::Release);
+        self.recovered.send_replace(true);
+        Ok(())
+    }
+
+    /// Whether the data directory is still being read back (the counts are partial until then).
+    pub fn recovering(&self) -> bool {
+        !self.accepting.load(Ordering::Acquire)
+    }
+
+    /// Waits (at most `REQUEST_TIMEOUT`) for recovery to finish, so that a client that arrives
+    /// during a restart is answered late rather than refused.
+    pub async fn wait_recovered(&self) -> Result<(), StorageError> {
+        if !self.recovering() {
+            return Ok(());
+        }
+        let mut recovered = self.recovered.subscribe();
+        match tokio::time::timeout(self.wait_limit, recovered.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(StorageError::Recovering),
+        }
+    }
+
+    /// Records `observations` all together or not at all; returns how many addresses were
+    /// new. May block on a log write: call it off the runtime for a large batch. What it
+    /// recorded is acknowledged once [`Counter::settle`] returns.
+    pub fn record(&self, observations: &[Observation]) -> Result<u64, StorageError> {
+        if self.recovering() {
+            return Err(StorageError::Recovering);
+        }
+        match &self.kind {
+            Kind::Exact(exact) => exact.record(observations),
+        }
+    }
+
+    /// Records one observation; whether its address was new. As [`Counter::record`].
+    pub fn record_one(&self, observation: Observation) -> Result<bool, StorageError> {
+        if self.recovering() {
+            return Err(StorageError::Recovering);
+        }
+        match &self.kind {
+            Kind::Exact(exact) => exact.record_one(observation),
+        }
+    }
+
+    /// Returns once everything recorded so far, and everything a record found already
+    /// counted, is as durable as `DURABILITY` promises: at once unless it is `fsync`.
+    pub async fn settle(&self) -> Result<(), StorageError> {
+        match &self.kind {
+            Kind::Exact(exact) => exact.settle().await,
+        }
+    }
+
+    /// The distinct counts, read in O(1) without I/O; partial while recovering.
+    pub fn counts(&self) -> Counts {
+        match &self.kind {
+            Kind::Exact(exact) => exact.counts(),
+        }
+    }
+
+    /// Heap bytes held by the counting structures right now.
+    pub fn memory_bytes(&self) -> usize {
+        match &self.kind {
+            Kind::Exact(exact) => exact.memory_bytes(),
+        }
+    }
+
+    /// Whether records can be made durable now (`/ready`): false while recovering, and while
+    /// the data directory refuses writes.
+    pub fn writable(&self) -> bool {
+        !self.recovering()
+            && match &self.kind {
+                Kind::Exact(exact) => exact.writable(),
+            }
+    }
+
+    /// The kind's gauges for `/metrics`: the counts, its memory, its data directory's state.
+    pub fn gauges(&self) -> Vec<Gauge> {
+        match &self.kind {
+            Kind::Exact(exact) => exact.gauges(),
+        }
+    }
+
+    /// Writes a snapshot now, when there is a data directory; for tools that prepare one
+    /// (`examples/gen_data_dir.rs`).
+    pub fn snapshot(&self) -> io::Result<Option<SnapshotDone>> {
+        match &self.kind {
+            Kind::Exact(exact) => exact.snapshot(),
+        }
+    }
+
+    /// Stops the log's threads and syncs it: for a clean shutdown, after the last request.
+    pub fn close(&self) -> io::Result<()> {
+        match &self.kind {
+            Kind::Exact(exact) => exact.close(),
+        }
+    }
+}
