@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use ip_counter::app::App;
 use ip_counter::config::Config;
-use ip_counter::http::server::App;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

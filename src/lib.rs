@@ -15,11 +15,13 @@
 //! - [`metrics`]: the instruments, and the counter's gauges read at scrape time
 //!   ([`http::scrape`]).
 //!
-//! Around them: [`config`] (settings, validated before anything binds), [`http`] (the listeners,
+//! Around them: [`app`] (the service: binds, serves, recovers, stops), [`config`] (settings,
+//! validated before anything binds), [`http`] (the listeners,
 //! connections, auth, rate limit, TLS and the one error type every handler answers with),
 //! [`shutdown`], [`telemetry`], and [`cli`], the command-line tools (`count`, `send`, `verify`,
 //! `repair`).
 
+pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod config;

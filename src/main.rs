@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use ip_counter::cli::{count, data_dir, send};
-use ip_counter::config::{Config, ConfigError, Invocation, USAGE_EXIT_CODE};
-use ip_counter::http::server::App;
+use ip_counter::app::App;
+use ip_counter::cli::{Invocation, count, data_dir, send};
+use ip_counter::config::{Config, ConfigError, USAGE_EXIT_CODE};
 use ip_counter::{shutdown, telemetry};
 
 fn main() -> ExitCode {

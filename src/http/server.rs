@@ -1,20 +1,13 @@
-//! The server: binds both listeners, then serves them until a shutdown future fires.
-//!
-//! [`App::build`] does every fallible start-up step (the data directory's lock, both binds), so
-//! that port 0 works and tests can read the bound addresses before serving;
-//! [`App::run_until_stopped`] reads the data directory back while serving (`/ready` 503 until
-//! then), and on shutdown drains both listeners and syncs the log.
-//! In between, this module owns the life of a connection: the `MAX_CONNECTIONS` permit taken
-//! before accepting, the thread that serves it (`Workers`: a single-threaded runtime per core),
-//! the TLS handshake, and the watchdog that closes it when it stays silent for `REQUEST_TIMEOUT`
-//! (`Activity`). Certificates are re-read on SIGHUP.
+//! The life of a connection: the listener bound, the `MAX_CONNECTIONS` permit taken before
+//! accepting, the thread that serves it ([`super::workers`]), the TLS handshake, the watchdog
+//! that closes it when it stays silent for `REQUEST_TIMEOUT` (`Activity`), and its end at
+//! shutdown. Certificates are re-read on SIGHUP.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::response::Response;
@@ -23,40 +16,23 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
-use super::ingest::{self, Phase, RequestPhase};
-use super::scrape;
-use super::state::AppState;
-use crate::config::Config;
-use crate::counter::Counter;
+use super::ingest::{Phase, RequestPhase};
+use super::workers::Workers;
 use crate::http::tls::Tls;
-use crate::wal::DataDir;
-
-/// A bound, not yet serving, service.
-#[derive(Debug)]
-pub struct App {
-    data_dir: Option<DataDir>,
-    ingest: TcpListener,
-    metrics: TcpListener,
-    state: Arc<AppState>,
-    limits: ConnectionLimits,
-    ingest_tls: Option<Arc<Tls>>,
-    metrics_tls: Option<Arc<Tls>>,
-}
 
 /// What every connection of a listener is held to.
 #[derive(Debug, Clone, Copy)]
-struct ConnectionLimits {
+pub struct ConnectionLimits {
     /// `MAX_CONNECTIONS`: open connections per listener.
-    max_connections: u32,
+    pub max_connections: u32,
     /// `REQUEST_TIMEOUT`: how long a connection may go without a complete request head, counted
     /// from connecting or from the previous reply (request bodies have their own deadline in
     /// [`ingest`]).
-    request_timeout: Duration,
+    pub request_timeout: Duration,
 }
 
 /// When a connection last finished a request, or that it is serving one now.
@@ -149,176 +125,13 @@ impl Drop for Serving {
     }
 }
 
-impl App {
-    /// Takes the data directory's lock (unless `PERSISTENCE=off`), then binds the ingest and
-    /// metrics listeners on `SERVER_HOST`. Recovery waits for [`App::run_until_stopped`], so
-    /// that `/ready` can answer 503 meanwhile.
-    pub async fn build(config: Config) -> io::Result<App> {
-        let data_dir = config
-            .persistence()
-            .map(DataDir::open)
-            .transpose()
-            .map_err(io::Error::other)?;
-        let ingest = bind(
-            "ingest",
-            SocketAddr::new(config.server_host, config.log_port),
-        )
-        .await?;
-        let metrics = bind(
-            "metrics",
-            SocketAddr::new(config.server_host, config.metrics_port),
-        )
-        .await?;
-        let counter = if data_dir.is_some() {
-            Counter::persistent(config.request_timeout)
-        } else {
-            Counter::in_memory()
-        };
-        let state = Arc::new(AppState::new(Arc::new(counter), &config));
-        Ok(App {
-            data_dir,
-            ingest,
-            metrics,
-            state,
-            limits: ConnectionLimits {
-                max_connections: config.max_connections,
-                request_timeout: config.request_timeout,
-            },
-            ingest_tls: config.ingest_tls,
-            metrics_tls: config.metrics_tls,
-        })
-    }
-
-    /// Where the ingest listener is bound.
-    pub fn ingest_addr(&self) -> SocketAddr {
-        self.ingest
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// Where the metrics listener is bound.
-    pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// Serves both listeners while reading the data directory back (`/ready` 503 until done),
-    /// until `shutdown` completes; then stops accepting, lets requests in flight finish, syncs
-    /// the log and returns. A damaged data directory stops the service with an error naming
-    /// the file and offset.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> io::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stop_tx = Arc::new(stop_tx);
-        let state = self.state.clone();
-        let stopper = stop_tx.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            state.set_ready(false);
-            let _ = stopper.send(true);
-        });
-        if self.data_dir.is_some() {
-            survive_file_size_limit();
-        }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let workers = Workers::start(threads)?;
-        let router = ingest::router(self.state.clone());
-        let ingest_state = self.state.clone();
-        let ingest = serve(
-            self.ingest,
-            move |client| ingest::service(ingest_state.clone(), router.clone(), client),
-            self.limits,
-            self.ingest_tls.clone(),
-            &workers,
-            stop_rx.clone(),
-        );
-        let metrics_service = TowerToHyperService::new(scrape::router(self.state.clone()));
-        let metrics = serve(
-            self.metrics,
-            move |_| metrics_service.clone(),
-            self.limits,
-            self.metrics_tls.clone(),
-            &workers,
-            stop_rx,
-        );
-        let certificates: Vec<Arc<Tls>> = [self.ingest_tls, self.metrics_tls]
-            .into_iter()
-            .flatten()
-            .collect();
-        // Also without certificates: SIGHUP's default action would end the process.
-        tokio::spawn(reload_on_sighup(certificates));
-        let recovery = recover(self.data_dir, self.state.clone(), stop_tx);
-        let ((), (), recovered) = tokio::join!(ingest, metrics, recovery);
-        // Every connection has ended; the workers' queues close and their threads end.
-        drop(workers);
-        if let Some(data_dir) = recovered? {
-            let counter = self.state.counter.clone();
-            tokio::task::spawn_blocking(move || counter.close())
-                .await
-                .map_err(io::Error::other)??;
-            drop(data_dir);
-        }
-        tracing::info!("stopped");
-        Ok(())
-    }
-}
-
-/// Reads the data directory back into the counter, then lets writes through and turns
-/// `/ready` 200. On failure stops the listeners and returns the error. Without persistence the
-/// service is ready at once.
-async fn recover(
-    data_dir: Option<DataDir>,
-    state: Arc<AppState>,
-    stop: Arc<watch::Sender<bool>>,
-) -> io::Result<Option<DataDir>> {
-    let Some(data_dir) = data_dir else {
-        state.set_ready(true);
-        return Ok(None);
-    };
-    let counter = state.counter.clone();
-    let (data_dir, recovered) = tokio::task::spawn_blocking(move || {
-        let recovered = counter.recover(&data_dir);
-        (data_dir, recovered)
-    })
-    .await
-    .map_err(io::Error::other)?;
-    match recovered {
-        Ok(()) => {
-            if !*stop.borrow() {
-                state.set_ready(true);
-            }
-            Ok(Some(data_dir))
-        }
-        Err(e) => {
-            let _ = stop.send(true);
-            Err(io::Error::other(e))
-        }
-    }
-}
-
-/// Under a file size limit (`ulimit -f`) a write past it raises SIGXFSZ, whose default action
-/// ends the process. Handled, the write fails with `EFBIG` instead and is answered 503 like a
-/// full disk.
-fn survive_file_size_limit() {
-    const SIGXFSZ: i32 = 25; // Linux, on every architecture Rust supports there.
-    match signal(SignalKind::from_raw(SIGXFSZ)) {
-        Ok(mut signals) => {
-            tokio::spawn(async move { while signals.recv().await.is_some() {} });
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot handle SIGXFSZ"),
-    }
-}
-
 /// Accepts HTTP/1.1 connections on `listener` until `stop` turns true, then waits for the
 /// connections' requests in flight to finish. `service` makes each connection's service from
 /// the client's address.
 ///
 /// A plain hyper connection per socket rather than `axum::serve`: the same transport as the bare
 /// baseline of `make load-test`, without protocol sniffing or upgrade support we do not use.
-async fn serve<S>(
+pub async fn serve<S>(
     listener: TcpListener,
     service: impl Fn(IpAddr) -> S,
     limits: ConnectionLimits,
@@ -475,66 +288,8 @@ impl Connection {
     }
 }
 
-/// A connection's work, to run on a worker's runtime.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The threads that serve connections, each with a single-threaded runtime; the thread running
-/// [`App::run_until_stopped`] is one of them. A connection stays on the thread it is handed to,
-/// so serving its requests takes no cross-thread wake-ups: with tokio's work-stealing runtime
-/// the service kept 0.81 of the bare-hyper rate of `make load-test` (median of 5 rounds), with
-/// this 0.92. The price is tail latency when the cores are oversubscribed (wrk on the same two
-/// cores): a thread's connections wait while it is off the CPU, where a work-stealing runtime
-/// would hand them to the other thread (p99 1.2 ms -> 4 ms in that test). Connections are dealt
-/// round-robin, one per thread in turn; the one listener per port stays, so no second process
-/// can join it as `SO_REUSEPORT` would allow.
-struct Workers {
-    queues: Vec<mpsc::UnboundedSender<Job>>,
-    next: AtomicUsize,
-}
-
-impl Workers {
-    /// This thread and `threads - 1` more.
-    fn start(threads: usize) -> io::Result<Workers> {
-        let mut queues = Vec::new();
-        for n in 1..threads {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            std::thread::Builder::new()
-                .name(format!("ip-counter-{n}"))
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        while let Some(job) = rx.recv().await {
-                            job();
-                        }
-                    });
-                })?;
-            queues.push(tx);
-        }
-        Ok(Workers {
-            queues,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    /// Runs `job` on the next thread in turn: here, or on a worker.
-    fn run(&self, job: impl FnOnce() + Send + 'static) {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % (self.queues.len() + 1);
-        match turn.checked_sub(1).map(|i| &self.queues[i]) {
-            // A worker that is gone has panicked; its turn falls to this thread.
-            Some(queue) => {
-                if let Err(mpsc::error::SendError(job)) = queue.send(Box::new(job)) {
-                    job();
-                }
-            }
-            None => job(),
-        }
-    }
-}
-
 /// Re-reads the certificates on every SIGHUP; a failed reload keeps the old certificate.
-async fn reload_on_sighup(certificates: Vec<Arc<Tls>>) {
+pub async fn reload_on_sighup(certificates: Vec<Arc<Tls>>) {
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
         Err(e) => {
@@ -562,7 +317,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-async fn bind(name: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds the listener `name` (in the error) to `addr`.
+pub async fn bind(name: &str, addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         io::Error::new(
             e.kind(),

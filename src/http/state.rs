@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::Settings;
 use super::auth::Tokens;
 use super::ingest::BodyBudget;
 use super::ratelimit::RateLimiter;
-use crate::config::Config;
 use crate::counter::Counter;
 use crate::metrics::Metrics;
 
@@ -31,30 +31,32 @@ pub struct AppState {
     /// `MAX_INFLIGHT_BODY_BYTES`.
     pub body_budget: BodyBudget,
     pub(super) started: Instant,
-    /// Not while starting or shutting down.
-    pub(super) ready: AtomicBool,
+    /// Set at shutdown: `/ready` answers 503 from then on.
+    pub(super) stopping: AtomicBool,
 }
 
 impl AppState {
-    /// State around `counter` with the request settings of `config`; not ready until
-    /// [`set_ready`](Self::set_ready).
-    pub fn new(counter: Arc<Counter>, config: &Config) -> Self {
+    /// State around `counter` with the request settings of `settings`.
+    pub fn new(counter: Arc<Counter>, settings: &Settings) -> Self {
         AppState {
             metrics: Metrics::new(counter.clone()),
             counter,
-            max_body_bytes: config.max_body_bytes,
-            ingest_tokens: config.auth_token.clone(),
-            metrics_tokens: config.metrics_auth_token.clone(),
-            rate_limiter: RateLimiter::new(config.rate_limit_per_ip),
-            request_timeout: config.request_timeout,
-            body_budget: BodyBudget::new(config.max_inflight_body_bytes, config.request_timeout),
+            max_body_bytes: settings.max_body_bytes,
+            ingest_tokens: settings.ingest_tokens.clone(),
+            metrics_tokens: settings.metrics_tokens.clone(),
+            rate_limiter: RateLimiter::new(settings.rate_limit_per_ip),
+            request_timeout: settings.request_timeout,
+            body_budget: BodyBudget::new(
+                settings.max_inflight_body_bytes,
+                settings.request_timeout,
+            ),
             started: Instant::now(),
-            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         }
     }
 
-    /// Whether `/ready` answers 200 (as long as the counter is writable too).
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+    /// Shutdown has begun: `/ready` answers 503, so that load balancers stop sending.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 }

@@ -33,7 +33,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<impl Serialize> 
 /// `GET /ready`: 200 while writes are accepted; 503 while starting, shutting down, or while the
 /// data directory refuses new addresses (a failed sync until its repair, the directory gone).
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) && state.counter.writable() {
+    if !state.stopping.load(Ordering::Relaxed) && state.counter.writable() {
         Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
         not_ready()

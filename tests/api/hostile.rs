@@ -91,7 +91,7 @@ fn any_body_gets_a_json_2xx_or_4xx_and_the_count_moves_only_by_what_was_new() {
         .unwrap();
     let config =
         Config::from_args(["ip-counter", "--max-body-bytes=4KiB", "--persistence=off"]).unwrap();
-    let state = Arc::new(AppState::new(Arc::new(Counter::in_memory()), &config));
+    let state = Arc::new(AppState::new(Arc::new(Counter::in_memory()), &config.http));
     let router = router(state.clone());
     let client = std::net::Ipv4Addr::LOCALHOST.into();
     let cases = (

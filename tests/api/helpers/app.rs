@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ip_counter::app::App;
 use ip_counter::config::Config;
-use ip_counter::http::server::App;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
