@@ -6,6 +6,7 @@
 //! answers with).
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod ingest;
 pub mod ratelimit;

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::response::Response;
@@ -20,7 +20,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
-use super::ingest::{Phase, RequestPhase};
 use super::workers::Workers;
 use crate::http::tls::Tls;
 
@@ -31,7 +30,7 @@ pub struct ConnectionLimits {
     pub max_connections: u32,
     /// `REQUEST_TIMEOUT`: how long a connection may go without a complete request head, counted
     /// from connecting or from the previous reply (request bodies have their own deadline in
-    /// [`ingest`]).
+    /// [`super::ingest`]).
     pub request_timeout: Duration,
 }
 
@@ -325,4 +324,42 @@ pub async fn bind(name: &str, addr: SocketAddr) -> io::Result<TcpListener> {
             format!("cannot bind the {name} listener to {addr}: {e}"),
         )
     })
+}
+
+/// Where the request a connection is serving stands: shared by the connection, which at
+/// shutdown waits only for requests whose body has arrived, and `POST /logs`, which says when
+/// its body has (a request without a body has it from the start).
+#[derive(Debug, Clone, Default)]
+pub struct RequestPhase(Arc<AtomicU8>);
+
+/// The states of a [`RequestPhase`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No request yet, or its head or body still arriving.
+    Receiving,
+    /// The whole request has arrived and is being answered.
+    Arrived,
+    /// The reply is being written (or was, and the connection waits for the next request).
+    Replied,
+}
+
+impl RequestPhase {
+    /// The current state.
+    pub fn get(&self) -> Phase {
+        match self.0.load(Ordering::Acquire) {
+            1 => Phase::Arrived,
+            2 => Phase::Replied,
+            _ => Phase::Receiving,
+        }
+    }
+
+    /// Sets the state.
+    pub fn set(&self, phase: Phase) {
+        let value = match phase {
+            Phase::Receiving => 0,
+            Phase::Arrived => 1,
+            Phase::Replied => 2,
+        };
+        self.0.store(value, Ordering::Release);
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::Settings;
 use super::auth::Tokens;
-use super::ingest::BodyBudget;
+use super::body::BodyBudget;
 use super::ratelimit::RateLimiter;
 use crate::counter::Counter;
 use crate::metrics::Metrics;

@@ -16,6 +16,7 @@
 
 pub mod crash;
 mod dir;
+mod error;
 pub mod format;
 pub mod recover;
 pub mod repair;
@@ -35,9 +36,10 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 pub use dir::{DataDir, OpenError};
+pub use error::{Refusal, StorageError};
 use format::{SECTIONS, SnapshotWriter};
 pub use recover::RecoveryError;
-pub use writer::{Refusal, SnapshotDone, Status, StorageError, Wal, Writer};
+pub use writer::{SnapshotDone, Status, Wal, Writer};
 
 /// What a counter kind keeps in the log: the state the log's records change, and how that
 /// state is snapshotted and read back. The log calls it to snapshot (on its own thread, while

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::crash::{self, Point};
-use super::writer::{Refusal, StorageError};
+use super::error::{Refusal, StorageError};
 use super::{format, log_path, sync_dir};
 
 /// Zeros written ahead of the segment's end at a time (see [`Segment::allocated`]).

@@ -10,12 +10,13 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::Thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::crash::{self, Point};
+use super::error::{Refusal, StorageError};
 use super::format::SnapshotWriter;
 use super::segment::Segment;
-use super::writer::{Refusal, SnapshotDone, StorageError, Wal};
+use super::writer::{SnapshotDone, Wal, unix_seconds};
 use super::{Durability, Durable, SNAPSHOT, SNAPSHOT_TMP, Settings, logs_in, sync_dir};
 
 /// How soon a failed snapshot is tried again while the log is broken (writes are refused until
@@ -294,10 +295,4 @@ fn run_thread<S: Durable>(
             }
         }
     }
-}
-
-/// Seconds since the Unix epoch.
-pub(super) fn unix_seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }

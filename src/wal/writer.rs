@@ -22,56 +22,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
+use super::error::{Refusal, StorageError};
 use super::format::{self, MAX_FRAME_RECORDS};
 use super::segment::Segment;
 use super::{Durability, Durable, SNAPSHOT, Settings};
 
 /// A segment this large is folded into a snapshot without waiting for `SNAPSHOT_INTERVAL`.
 pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
-
-/// Why records could not be made durable; answered 503 `storage_unavailable`.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// The write failed (disk full, file size limit, I/O error).
-    #[error("the address could not be written to the log: {0}")]
-    Write(io::Error),
-    /// A sync failed, or the segment file was removed, and the snapshot that repairs it has
-    /// not succeeded yet.
-    #[error("the data directory could not be synced to disk; retrying")]
-    Broken,
-    /// The data directory was removed or replaced while the service ran.
-    #[error(
-        "the data directory was removed or replaced while the service ran; nothing can be made \
-         durable until it is back (restart the service to start on the directory there now)"
-    )]
-    Lost,
-    /// Recovery at start has not finished.
-    #[error("the data directory is still being read back; not ready for writes")]
-    Recovering,
-}
-
-/// Why the log refuses writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// A sync failed, or the segment file was removed: a snapshot of the whole state repairs it.
-    Broken,
-    /// The data directory was removed or replaced: writes wait for it to be back.
-    Lost,
-}
-
-impl From<Refusal> for StorageError {
-    fn from(why: Refusal) -> StorageError {
-        match why {
-            Refusal::Broken => StorageError::Broken,
-            Refusal::Lost => StorageError::Lost,
-        }
-    }
-}
 
 /// How far the log is synced, for fsync-mode requests to wait on.
 #[derive(Debug, Clone, Copy)]
@@ -187,7 +149,7 @@ impl<S: Durable> Wal<S> {
             last_snapshot: AtomicU64::new(
                 fs::metadata(dir.join(SNAPSHOT))
                     .and_then(|m| m.modified())
-                    .map_or(0, super::threads::unix_seconds),
+                    .map_or(0, unix_seconds),
             ),
         })
     }
@@ -263,4 +225,10 @@ impl<S: Durable> Wal<S> {
     pub fn writable(&self) -> bool {
         self.synced.borrow().refusing.is_none()
     }
+}
+
+/// Seconds since the Unix epoch.
+pub(super) fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
