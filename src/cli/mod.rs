@@ -11,6 +11,7 @@
 pub mod count;
 pub mod data_dir;
 pub mod logfile;
+mod post;
 pub mod send;
 
 use clap::{CommandFactory, Parser, Subcommand};
