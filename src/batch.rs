@@ -113,7 +113,7 @@ impl Report {
     }
 
     /// Kept out of line so that the accepting path of [`Report::record`] inlines into the
-    /// per-line loops (5% of `ip-counter count`'s CPU went to the call, perf).
+    /// per-line loops (docs/DESIGN.md, "Parsing").
     #[cold]
     #[inline(never)]
     fn reject(&mut self, line: u64, e: &EntryError) {
@@ -267,8 +267,7 @@ pub fn count_batch<E: From<BodyError>>(
 }
 
 /// Bodies at least this large are split at a line boundary and their halves parsed on two
-/// threads: below it a thread costs more than it saves (measured with
-/// `examples/batch_ingest.rs`).
+/// threads: below it a thread costs more than it saves (docs/DESIGN.md, "Parsing").
 const PARALLEL_MIN_BYTES: usize = 256 << 10;
 
 /// Parses the lines of `body`, in two halves on two threads when it is large; the line numbers

@@ -72,9 +72,8 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
 
 /// An IPv4 address as [`parse_ip`] accepts it, read straight from bytes: four decimal octets of
 /// at most three digits, no leading zeros, each at most 255. That is exactly what std's
-/// `Ipv4Addr` parser accepts (a property test holds the two to it), without std's generic
-/// machinery: 11.2 ns per random address against std's 12.6 (`cargo bench --bench parse
-/// -- parse_ip`), and `ip-counter count` and text batches skip a UTF-8 check per line.
+/// `Ipv4Addr` parser accepts (a property test holds the two to it); faster, and text lines skip
+/// a UTF-8 check (docs/DESIGN.md, "Parsing").
 fn dotted_quad(text: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut at = 0;
@@ -200,8 +199,8 @@ fn fields_by_serde(json: &[u8]) -> Result<Fields<'_>, EntryError> {
 /// numbers, `true`, `false` and `null` as values. It gives up (`None`) on anything else — a
 /// nested value, an escape, `ip` or `timestamp` given twice, any syntax error — and
 /// [`fields_by_serde`] decides. So it never accepts what serde_json refuses nor reads a field
-/// differently (property tests hold it to that). With it, [`parse_entry`] takes 94 ns instead
-/// of 133 ns on the seed format (`cargo bench --bench parse -- parse_entry`).
+/// differently (property tests hold it to that). It is the seed format's fast path
+/// (docs/DESIGN.md, "Parsing").
 fn scan_flat_entry<'a>(json: &'a [u8]) -> Option<Fields<'a>> {
     let text = std::str::from_utf8(json).ok()?;
     let mut scan = Scanner { text, at: 0 };

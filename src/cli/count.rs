@@ -85,9 +85,8 @@ pub fn count_inputs(
     Ok(summary)
 }
 
-/// Entries gathered before they go to the counter at once: sorted runs this long touch most
-/// /16 blocks in address order, several times faster than chunk-sized runs
-/// (`cargo bench --bench store -- batch_insert`).
+/// Entries gathered before they go to the counter at once: runs this long touch most /16
+/// blocks in address order (docs/DESIGN.md, "Counting files").
 const INSERT_AT: usize = 1 << 19;
 
 fn count_input(
@@ -102,11 +101,8 @@ fn count_input(
     let (full_tx, full_rx) = mpsc::sync_channel::<Vec<Observation>>(1);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<Observation>>();
     thread::scope(|scope| {
-        // Parsing on one thread, inserting on this one: the counter's inserts do not speed up
-        // from a second inserting thread, so two threads on two different stages beat two
-        // threads on halves of each chunk. The parser hands over whole runs, so it parses the
-        // next run while this thread inserts the last one (0.64 -> 0.49 s for a 1.5 GB log on
-        // 2 cores; handing over each chunk had the parser wait out every insert).
+        // Parsing on one thread, recording on this one, whole runs handed over, so that the
+        // two stages overlap (docs/DESIGN.md, "Counting files").
         let parsing = scope.spawn(move || {
             let mut report = Report::default();
             let mut lines_before = 0;

@@ -71,10 +71,9 @@ pub fn service(
 }
 
 /// One request to the ingest listener from `client`, the path every request takes, in the
-/// service and in tests alike. `POST /logs` is dispatched here, before the router: axum's
-/// routing, middleware and boxing cost about a tenth of the bare-hyper request rate and tripled
-/// the p99 (`make load-test`), more than parsing and counting the entry. Every other request goes
-/// through `router` and its tracking middleware.
+/// service and in tests alike. `POST /logs` is dispatched here, before the router, whose
+/// routing and boxing cost more than parsing and counting the entry (docs/DESIGN.md, "HTTP").
+/// Every other request goes through `router` and its tracking middleware.
 pub async fn handle<B>(
     state: Arc<AppState>,
     router: Router,
@@ -275,9 +274,9 @@ fn log_one(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     Ok(logged(new, state.counter.counts().total()))
 }
 
-/// The seed format's reply, `{"status":"success","message":...,"unique_ips":N}`. Written by
-/// hand, not with serde or `format!` (a tenth of the service's own instructions per request,
-/// measured with callgrind): it is on every single-entry request and its shape never varies.
+/// The seed format's reply, `{"status":"success","message":...,"unique_ips":N}`, written by
+/// hand: it is on every single-entry request and its shape never varies (docs/DESIGN.md,
+/// "HTTP").
 fn logged(new: bool, unique_ips: u64) -> Response {
     let head: &[u8] = if new {
         br#"{"status":"success","message":"New IP logged","unique_ips":"#

@@ -37,8 +37,7 @@ pub struct ConnectionLimits {
 /// When a connection last finished a request, or that it is serving one now.
 ///
 /// The watchdog that closes silent connections reads it once per `REQUEST_TIMEOUT`, instead of
-/// a timer being reset for every request (hyper's `header_read_timeout` cost a tenth of the
-/// service's instructions per request, callgrind).
+/// a timer being reset for every request (docs/DESIGN.md, "HTTP").
 #[derive(Debug)]
 struct Activity {
     opened: Instant,
