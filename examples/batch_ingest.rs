@@ -11,6 +11,11 @@
 //! ```sh
 //! cargo run --release --example batch_ingest -- [--lines 2000000] [--batch 10000] [--clients 2] [--rounds 3]
 //! ```
+//!
+//! With `--against OLD,NEW` (paths of `ip-counter` binaries) it compares builds instead: each
+//! round starts each binary fresh (port 0, its own data directory), in rotating order, and
+//! prints each binary's lines/s and its ratio to the first binary in the same round
+//! (`scripts/ab.sh` uses it to compare a change against the build before it).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -29,6 +34,8 @@ struct Options {
     batch: usize,
     clients: usize,
     rounds: usize,
+    /// Binaries to compare instead of the in-process service and the baseline.
+    against: Vec<String>,
 }
 
 fn options() -> Options {
@@ -37,9 +44,15 @@ fn options() -> Options {
         batch: 10_000,
         clients: 2,
         rounds: 3,
+        against: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
+        if pair[0] == "--against" {
+            let list = pair.get(1).expect("--against needs BIN,BIN");
+            o.against = list.split(',').map(str::to_owned).collect();
+            continue;
+        }
         let value = pair.get(1).and_then(|v| v.parse().ok());
         let value = value.unwrap_or_else(|| panic!("{} needs a number", pair[0]));
         match pair[0].as_str() {
@@ -127,31 +140,97 @@ fn baseline(data: &[u8], ndjson: bool) -> usize {
     set.len()
 }
 
-/// Posts every body with `clients` threads against a fresh service; returns the seconds taken
-/// and the service's final count.
+/// A fresh service (persistence on, buffered: the default, in a data directory of its own) to
+/// post to: in this process, or a binary started for it.
+enum Service {
+    InProcess {
+        stop: tokio::sync::oneshot::Sender<()>,
+        server: tokio::task::JoinHandle<std::io::Result<()>>,
+    },
+    Process(std::process::Child),
+}
+
+impl Service {
+    /// Starts one; returns it, its data directory and its `/logs` URL.
+    fn start(
+        runtime: &tokio::runtime::Runtime,
+        binary: Option<&str>,
+    ) -> (Service, tempfile::TempDir, String) {
+        let data = tempfile::tempdir().unwrap();
+        let Some(binary) = binary else {
+            let config = Config::from_args([
+                "ip-counter",
+                "--log-port=0",
+                "--metrics-port=0",
+                "--server-host=127.0.0.1",
+                &format!("--data-dir={}", data.path().display()),
+            ])
+            .unwrap();
+            let app = runtime.block_on(App::build(config)).unwrap();
+            let url = format!("http://{}/logs", app.ingest_addr());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = runtime.spawn(app.run_until_stopped(async {
+                let _ = stopped.await;
+            }));
+            return (Service::InProcess { stop, server }, data, url);
+        };
+        let mut child = std::process::Command::new(binary)
+            .env_clear()
+            .envs([
+                ("LOG_PORT", "0"),
+                ("METRICS_PORT", "0"),
+                ("SERVER_HOST", "127.0.0.1"),
+            ])
+            .env("LOG_LEVEL", "warn")
+            .env("DATA_DIR", data.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary}: {e}"));
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let addr = lines
+            .find_map(|l| {
+                l.ok()?
+                    .strip_prefix("ingest listening on http://")
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("{binary} printed no ingest address"));
+        let ready = format!("http://{addr}/ready");
+        while ureq::get(&ready).call().is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (Service::Process(child), data, format!("http://{addr}/logs"))
+    }
+
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        match self {
+            Service::InProcess { stop, server } => {
+                let _ = stop.send(());
+                runtime.block_on(server).unwrap().unwrap();
+            }
+            Service::Process(mut child) => {
+                let pid = child.id().to_string();
+                std::process::Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .unwrap();
+                child.wait().unwrap();
+            }
+        }
+    }
+}
+
+/// Posts every body with `clients` threads against a fresh service (`binary`, or this
+/// process's); returns the seconds taken and the service's final count.
 fn over_http(
     runtime: &tokio::runtime::Runtime,
+    binary: Option<&str>,
     bodies: &[Vec<u8>],
     content_type: &str,
     gzip: bool,
     clients: usize,
 ) -> (f64, u64) {
-    // A fresh data directory each round (persistence on, buffered: the default).
-    let data = tempfile::tempdir().unwrap();
-    let config = Config::from_args([
-        "ip-counter",
-        "--log-port=0",
-        "--metrics-port=0",
-        "--server-host=127.0.0.1",
-        &format!("--data-dir={}", data.path().display()),
-    ])
-    .unwrap();
-    let app = runtime.block_on(App::build(config)).unwrap();
-    let url = format!("http://{}/logs", app.ingest_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let (service, _data, url) = Service::start(runtime, binary);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .proxy(None)
         .timeout_global(Some(Duration::from_secs(120)))
@@ -180,8 +259,7 @@ fn over_http(
         .expect("GET /stats");
     let stats: serde_json::Value =
         serde_json::from_str(&stats.body_mut().read_to_string().unwrap()).unwrap();
-    let _ = stop.send(());
-    runtime.block_on(server).unwrap().unwrap();
+    service.stop(runtime);
     (seconds, stats["unique_ip_addresses"].as_u64().unwrap())
 }
 
@@ -217,6 +295,9 @@ fn main() {
         ("HTTP text/plain", &text_bodies, "text/plain", false),
         ("HTTP text/plain gzip", &text_gz, "text/plain", true),
     ];
+    if !o.against.is_empty() {
+        return compare_binaries(&runtime, &o, &cases);
+    }
     let mut base_ndjson = Vec::new();
     let mut base_text = Vec::new();
     let mut http: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
@@ -229,7 +310,7 @@ fn main() {
         assert_eq!(baseline(&text, false), distinct);
         base_text.push(o.lines as f64 / t.elapsed().as_secs_f64());
         for (i, &(_, bodies, content_type, gz)) in cases.iter().enumerate() {
-            let (seconds, count) = over_http(&runtime, bodies, content_type, gz, o.clients);
+            let (seconds, count) = over_http(&runtime, None, bodies, content_type, gz, o.clients);
             assert_eq!(count, distinct as u64, "{}", cases[i].0);
             http[i].push(o.lines as f64 / seconds);
         }
@@ -256,5 +337,54 @@ fn main() {
             rate / 1e6,
             rate / base
         );
+    }
+}
+
+/// `--against`: every case against every binary, in rotating order each round; lines/s and
+/// the ratio to the first binary in the same round, medians of the rounds.
+fn compare_binaries(
+    runtime: &tokio::runtime::Runtime,
+    o: &Options,
+    cases: &[(&str, &[Vec<u8>], &str, bool)],
+) {
+    let n = o.against.len();
+    for &(name, bodies, content_type, gz) in cases {
+        let mut rates = vec![Vec::new(); n];
+        let mut ratios = vec![Vec::new(); n];
+        for round in 0..o.rounds {
+            let mut rate = vec![0.0; n];
+            let mut counts = Vec::new();
+            for k in 0..n {
+                let b = (round + k) % n;
+                let (seconds, count) = over_http(
+                    runtime,
+                    Some(&o.against[b]),
+                    bodies,
+                    content_type,
+                    gz,
+                    o.clients,
+                );
+                rate[b] = o.lines as f64 / seconds;
+                counts.push(count);
+            }
+            assert!(
+                counts.windows(2).all(|w| w[0] == w[1]),
+                "{name}: counts differ: {counts:?}"
+            );
+            for b in 0..n {
+                rates[b].push(rate[b]);
+                ratios[b].push(rate[b] / rate[0]);
+            }
+        }
+        for b in 0..n {
+            let by_round: Vec<String> = ratios[b].iter().map(|r| format!("{r:.3}")).collect();
+            println!(
+                "  {name:<22} {:<40} {:>6.2} M lines/s   ratio to the first {:.3} ({})",
+                o.against[b],
+                median(rates[b].clone()) / 1e6,
+                median(ratios[b].clone()),
+                by_round.join(", ")
+            );
+        }
     }
 }

@@ -48,8 +48,10 @@ variant_scheme() { echo http; }
 variant_token() { :; }
 # variant_cleanup: runs on exit after the services are stopped.
 variant_cleanup() { :; }
+# variant_bin NAME: the binary the variant runs.
+variant_bin() { echo target/release/ip-counter; }
 
-# compare_variants TITLE BASE_PORT VARIANT...: starts target/release/ip-counter once per variant
+# compare_variants TITLE BASE_PORT VARIANT...: starts variant_bin (target/release/ip-counter) once per variant
 # (port BASE_PORT+i, its settings from variant_env, LOG_LEVEL=warn, a fresh DATA_DIR of its own),
 # waits for each to be ready, then runs wrk against each in rotating order for ROUNDS rounds
 # and prints a Markdown table of req/s and of each variant's ratio to the first variant of the
@@ -68,7 +70,7 @@ compare_variants() {
         mapfile -t env < <(variant_env "$v")
         env LOG_PORT=$((base_port + i)) METRICS_PORT=$((base_port + 100 + i)) SERVER_HOST=$HOST \
             LOG_LEVEL=warn DATA_DIR="$variant_data/$i" "${env[@]}" \
-            target/release/ip-counter >"$OUT/$v.log" 2>&1 </dev/null &
+            "$(variant_bin "$v")" >"$OUT/$v.log" 2>&1 </dev/null &
         variant_pids+=($!)
     done
     variant_url() {
