@@ -7,7 +7,7 @@ use std::io::{self, Seek, Write};
 
 use parking_lot::Mutex;
 
-use super::format::SnapshotWriter;
+use super::format::{SnapshotWriter, records};
 use super::{Durable, StorageError, Wal};
 
 /// A set of records.
@@ -50,27 +50,21 @@ impl Toy {
     }
 }
 
-fn decode<const N: usize>(records: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-    records
-        .chunks_exact(N)
-        .map(|r| r.try_into().expect("N bytes"))
-}
-
 impl Durable for Toy {
     const RECORD_LEN: usize = 16;
     const SECTIONS: [usize; 2] = [4, 16];
 
-    fn replay(&self, records: &[u8]) {
+    fn replay(&self, payload: &[u8]) {
         self.set
             .lock()
-            .extend(decode::<16>(records).map(u128::from_be_bytes));
+            .extend(records::<16>(payload).map(u128::from_be_bytes));
     }
 
-    fn load(&self, section: usize, records: &[u8]) {
+    fn load(&self, section: usize, payload: &[u8]) {
         let mut set = self.set.lock();
         match section {
-            0 => set.extend(decode::<4>(records).map(|r| u128::from(u32::from_be_bytes(r)))),
-            _ => set.extend(decode::<16>(records).map(u128::from_be_bytes)),
+            0 => set.extend(records::<4>(payload).map(|r| u128::from(u32::from_be_bytes(r)))),
+            _ => set.extend(records::<16>(payload).map(u128::from_be_bytes)),
         }
     }
 

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{AddressSet, Bits, Run};
 use crate::wal::Durable;
-use crate::wal::format::SnapshotWriter;
+use crate::wal::format::{SnapshotWriter, records};
 
 /// The log record of `ip`: 16 bytes, IPv4 as IPv4-mapped IPv6.
 pub fn log_record(ip: IpAddr) -> [u8; 16] {
@@ -31,12 +31,6 @@ pub fn log_records(bits: &Bits) -> Vec<u8> {
 /// The address of a log record.
 fn log_record_addr(record: [u8; 16]) -> IpAddr {
     IpAddr::V6(Ipv6Addr::from(record)).to_canonical()
-}
-
-fn records<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-    bytes
-        .chunks_exact(N)
-        .map(|r| r.try_into().expect("N bytes"))
 }
 
 impl Durable for AddressSet {

@@ -67,6 +67,13 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// The records of a frame's payload, `N` bytes each.
+pub fn records<const N: usize>(payload: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    payload
+        .chunks_exact(N)
+        .map(|r| r.try_into().expect("N bytes"))
+}
+
 /// Appends one frame holding `payload` (a whole number of records of `record_len` bytes).
 pub fn push_frame(out: &mut Vec<u8>, record_len: usize, payload: &[u8]) {
     debug_assert_eq!(payload.len() % record_len, 0);
