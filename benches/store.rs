@@ -280,11 +280,62 @@ fn insert_ipv6(c: &mut Criterion) {
     group.finish();
 }
 
+/// Lookups of present addresses in a set of a million, and inserts of new ones into it: where
+/// the IPv6 layout's searches cost most.
+fn ipv6_at_a_million(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ipv6_at_a_million");
+    let mut rng = StdRng::seed_from_u64(6);
+    let prefixes: Vec<u128> = (0..3000)
+        .map(|_| u128::from(rng.random::<u64>() >> 16) << 80)
+        .collect();
+    let ips = distinct(1_100_000, || {
+        prefixes[rng.random_range(0..prefixes.len())] | u128::from(rng.random::<u64>())
+    });
+    let (held, fresh) = ips.split_at(1_000_000);
+    let probe = &held[..100_000];
+    let store = AddressSet::default();
+    let set: HashSet<u128> = held.iter().copied().collect();
+    for &ip in held {
+        store.insert(IpAddr::V6(Ipv6Addr::from_bits(ip)));
+    }
+    size_group(&mut group, probe.len());
+    group.bench_function("contains/AddressSet", |b| {
+        b.iter(|| {
+            probe
+                .iter()
+                .filter(|&&ip| store.contains(IpAddr::V6(Ipv6Addr::from_bits(ip))))
+                .count()
+        })
+    });
+    group.bench_function("contains/HashSet<u128>", |b| {
+        b.iter(|| probe.iter().filter(|ip| set.contains(ip)).count())
+    });
+    let filled = || {
+        let store = AddressSet::default();
+        store.insert_many(held.iter().map(|&ip| IpAddr::V6(Ipv6Addr::from_bits(ip))));
+        store
+    };
+    group.bench_function("insert 100k new/AddressSet", |b| {
+        b.iter_batched(
+            filled,
+            |store| {
+                for &ip in fresh {
+                    black_box(store.insert(IpAddr::V6(Ipv6Addr::from_bits(ip))));
+                }
+                store
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(700))
         .measurement_time(Duration::from_secs(2));
-    targets = insert_ipv4, contains_ipv4, concurrent_insert_ipv4, batch_insert_ipv4, insert_ipv6
+    targets = insert_ipv4, contains_ipv4, concurrent_insert_ipv4, batch_insert_ipv4, insert_ipv6,
+        ipv6_at_a_million
 }
 criterion_main!(benches);

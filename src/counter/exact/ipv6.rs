@@ -1,47 +1,108 @@
-//! Distinct IPv6 addresses: `u128`s in 256 hash tables, each behind its own lock.
+//! Distinct IPv6 addresses: `u128`s in 256 shards, each behind its own lock, each a directory
+//! of small blocks picked by the address's hash.
 //!
-//! The shard is picked by a hash of the address, not its top bits, because real IPv6 traffic
-//! shares long prefixes and would pile into a few shards. The hash is seeded per process
+//! The hash, not the address's top bits, picks both the shard and the block, because real IPv6
+//! traffic shares long prefixes and would pile into a few of them. It is seeded per process
 //! (foldhash `RandomState`): addresses come from request bodies, so a fixed seed would let a
-//! client send addresses that all collide.
+//! client send addresses that all land in one block.
 //!
-//! A bucket costs 16 bytes plus one control byte and a table doubles when 7/8 full, so one table
-//! costs 19.4 to 38.9 bytes per address depending on where it is in its doubling cycle. With
-//! equal shares all 256 tables double at the same moment and the whole store swings with them
-//! (measured by RSS: 39.5 bytes per address at 1 million, 25.3 at 3 million). So the shares are
-//! unequal on purpose: shard `i` gets a share proportional to 2^(i/256), spreading the shards'
-//! sizes evenly over one doubling. Measured by RSS from 100 thousand to 15 million addresses
-//! this stays between 28.2 and 32.8 bytes (31.5 at 1 million, 28.2 at 10 million); the price is
-//! that the busiest shard takes twice the traffic of the quietest.
+//! A block is a short unsorted array, scanned whole (a few cache lines, read in order), that
+//! grows by an eighth when full. When a shard averages [`SPLIT_AT`] addresses a block, its
+//! directory doubles and every block splits in two by the next bit of the hash. So a shard never
+//! holds empty slots as a hash table kept 7/8 full does: about 19 bytes an address at any size,
+//! where the hash tables had cost 28 to 33 (docs/DESIGN.md, "The IPv6 set").
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use foldhash::fast::RandomState;
-use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
 use parking_lot::Mutex;
 
 const SHARDS: usize = 256;
+
+/// A shard's directory doubles when its blocks hold this many addresses on average.
+const SPLIT_AT: usize = 40;
 
 /// One lock and what it guards, alone on its cache lines so that threads working on
 /// neighbouring shards do not contend for the same line (128 bytes: x86 prefetches line pairs).
 #[repr(align(128))]
 #[derive(Default)]
-struct Shard<T>(Mutex<T>);
+struct Shard(Mutex<Blocks>);
 
-fn new_shards<T: Default>() -> Box<[Shard<T>]> {
-    (0..SHARDS).map(|_| Shard::default()).collect()
+/// A shard's addresses, in `2^bits` blocks picked by the hash bits after the shard's own.
+struct Blocks {
+    bits: u32,
+    blocks: Vec<Vec<u128>>,
+    len: usize,
 }
 
-/// Bits of the hash that pick an IPv6 shard, through [`staggered_shard_table`].
-const SHARD_PICK_BITS: u32 = 12;
+impl Default for Blocks {
+    fn default() -> Self {
+        Blocks {
+            bits: 0,
+            blocks: vec![Vec::new()],
+            len: 0,
+        }
+    }
+}
 
-/// Distinct IPv6 addresses as `u128`s in hash-sharded hash tables.
+/// The block of `hash` in a directory of `2^bits`: the bits after the shard's top 8.
+fn block_of(hash: u64, bits: u32) -> usize {
+    if bits == 0 {
+        0
+    } else {
+        ((hash << 8) >> (64 - bits)) as usize
+    }
+}
+
+impl Blocks {
+    fn contains(&self, ip: u128, hash: u64) -> bool {
+        self.blocks[block_of(hash, self.bits)].contains(&ip)
+    }
+
+    fn insert(&mut self, ip: u128, hash: u64, hasher: &RandomState) -> bool {
+        let block = &mut self.blocks[block_of(hash, self.bits)];
+        if block.contains(&ip) {
+            return false;
+        }
+        if block.len() == block.capacity() {
+            // By an eighth, not doubling: most blocks are never full for long.
+            block.reserve_exact((block.len() / 8).max(2));
+        }
+        block.push(ip);
+        self.len += 1;
+        if self.len > self.blocks.len() * SPLIT_AT {
+            self.split(hasher);
+        }
+        true
+    }
+
+    /// Doubles the directory: block `i` becomes blocks `2i` and `2i + 1` by the next hash bit.
+    fn split(&mut self, hasher: &RandomState) {
+        let bits = self.bits + 1;
+        let mut blocks = Vec::with_capacity(self.blocks.len() * 2);
+        for old in std::mem::take(&mut self.blocks) {
+            let (mut low, mut high): (Vec<u128>, Vec<u128>) = old
+                .into_iter()
+                .partition(|&ip| block_of(hasher.hash_one(ip), bits).is_multiple_of(2));
+            low.shrink_to_fit();
+            high.shrink_to_fit();
+            blocks.push(low);
+            blocks.push(high);
+        }
+        self.blocks = blocks;
+        self.bits = bits;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let blocks: usize = self.blocks.iter().map(|b| b.capacity() * 16).sum();
+        blocks + self.blocks.capacity() * size_of::<Vec<u128>>()
+    }
+}
+
+/// Distinct IPv6 addresses as `u128`s in hash-sharded blocks.
 pub(super) struct Ipv6Set {
-    shards: Box<[Shard<HashTable<u128>>]>,
-    /// Hash bits → shard; shard `i` gets a share of the addresses proportional to 2^(i/256).
-    shard_of: Box<[u8; 1 << SHARD_PICK_BITS]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
     len: AtomicU64,
 }
@@ -49,39 +110,26 @@ pub(super) struct Ipv6Set {
 impl Ipv6Set {
     pub(super) fn new() -> Self {
         Self {
-            shards: new_shards(),
-            shard_of: staggered_shard_table(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             hasher: RandomState::default(),
             len: AtomicU64::new(0),
         }
     }
 
-    /// The address's hash and its shard. One hash serves both: hashbrown places an entry by the
-    /// low bits and tags it with the top 7, so the shard comes from bits 45..57, which neither
-    /// uses until a single shard holds 2^45 buckets.
-    fn locate(&self, ip: u128) -> (u64, &Mutex<HashTable<u128>>) {
-        let (hash, shard) = self.shard_index(ip);
-        (hash, &self.shards[shard].0)
-    }
-
-    fn shard_index(&self, ip: u128) -> (u64, usize) {
+    /// The address's hash and its shard (the hash's top 8 bits).
+    fn locate(&self, ip: u128) -> (u64, usize) {
         let hash = self.hasher.hash_one(ip);
-        let pick = (hash >> (57 - SHARD_PICK_BITS)) as usize % (1 << SHARD_PICK_BITS);
-        (hash, usize::from(self.shard_of[pick]))
+        (hash, (hash >> 56) as usize % SHARDS)
     }
 
     pub(super) fn insert(&self, ip: u128) -> bool {
         let (hash, shard) = self.locate(ip);
-        let mut table = shard.lock();
-        match table.entry(hash, |&x| x == ip, |&x| self.hasher.hash_one(x)) {
-            Entry::Vacant(slot) => {
-                slot.insert(ip);
-                // Under the lock, so a thread that next finds `ip` present also sees it counted.
-                self.len.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Entry::Occupied(_) => false,
+        let new = self.shards[shard].0.lock().insert(ip, hash, &self.hasher);
+        if new {
+            // Under the lock, so a thread that next finds `ip` present also sees it counted.
+            self.len.fetch_add(1, Ordering::Relaxed);
         }
+        new
     }
 
     /// Adds every address of `ips`, locking each shard once; returns how many were new.
@@ -89,23 +137,18 @@ impl Ipv6Set {
         let mut located: Vec<(usize, u64, u128)> = ips
             .iter()
             .map(|&ip| {
-                let (hash, shard) = self.shard_index(ip);
+                let (hash, shard) = self.locate(ip);
                 (shard, hash, ip)
             })
             .collect();
         located.sort_unstable_by_key(|&(shard, ..)| shard);
         let mut new = 0;
         for group in located.chunk_by(|a, b| a.0 == b.0) {
-            let mut table = self.shards[group[0].0].0.lock();
-            let mut added = 0;
-            for &(_, hash, ip) in group {
-                if let Entry::Vacant(slot) =
-                    table.entry(hash, |&x| x == ip, |&x| self.hasher.hash_one(x))
-                {
-                    slot.insert(ip);
-                    added += 1;
-                }
-            }
+            let mut shard = self.shards[group[0].0].0.lock();
+            let added = group
+                .iter()
+                .filter(|&&(_, hash, ip)| shard.insert(ip, hash, &self.hasher))
+                .count() as u64;
             // Under the lock, as in `insert`.
             self.len.fetch_add(added, Ordering::Relaxed);
             new += added;
@@ -115,7 +158,7 @@ impl Ipv6Set {
 
     pub(super) fn contains(&self, ip: u128) -> bool {
         let (hash, shard) = self.locate(ip);
-        shard.lock().find(hash, |&x| x == ip).is_some()
+        self.shards[shard].0.lock().contains(ip, hash)
     }
 
     /// Calls `f` with the members of each non-empty shard, locking one shard at a time:
@@ -127,7 +170,7 @@ impl Ipv6Set {
         let mut members = Vec::new();
         for shard in &self.shards {
             members.clear();
-            members.extend(shard.0.lock().iter().copied());
+            members.extend(shard.0.lock().blocks.iter().flatten().copied());
             if !members.is_empty() {
                 f(&members)?;
             }
@@ -140,67 +183,65 @@ impl Ipv6Set {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// Heap bytes of the shard tables; locks each shard in turn.
+    /// Heap bytes of the shards; locks each shard in turn.
     pub(super) fn memory_bytes(&self) -> usize {
-        let tables: usize = self
-            .shards
-            .iter()
-            .map(|s| s.0.lock().allocation_size())
-            .sum();
-        size_of_val(&*self.shards) + size_of_val(&*self.shard_of) + tables
+        let blocks: usize = self.shards.iter().map(|s| s.0.lock().heap_bytes()).sum();
+        size_of_val(&*self.shards) + blocks
     }
-}
-
-/// Maps hash bits to shards so that shard `i` receives a share proportional to 2^(i/256): the
-/// shard sizes spread evenly over one doubling, so at any total only a few shards have just
-/// grown their tables. With equal shares all 256 tables double at the same moment and the cost
-/// per address swings between 19 and 39 heap bytes; staggered it stays between 26 and 29.5
-/// (computed for 100 thousand to 20 million addresses; the module docs give measured RSS).
-fn staggered_shard_table() -> Box<[u8; 1 << SHARD_PICK_BITS]> {
-    let slots = f64::from(1u32 << SHARD_PICK_BITS);
-    let mut table = Box::new([0u8; 1 << SHARD_PICK_BITS]);
-    for (slot, shard) in table.iter_mut().enumerate() {
-        // The inverse of the cumulative share 2^(i/256) - 1, sampled at the slot's middle.
-        let position = (slot as f64 + 0.5) / slots;
-        *shard = (SHARDS as f64 * (1.0 + position).log2()) as u8;
-    }
-    table
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
     use super::*;
 
-    #[test]
-    fn ipv6_shard_shares_spread_over_one_doubling() {
-        let table = staggered_shard_table();
-        assert!(table.is_sorted());
-        let mut slots = [0u32; SHARDS];
-        for &shard in table.iter() {
-            slots[usize::from(shard)] += 1;
+    proptest! {
+        /// Against a BTreeSet, across directory splits, with addresses from a small pool
+        /// (repeats), prefixes shared as real traffic shares them, and the extremes.
+        #[test]
+        fn a_shard_agrees_with_a_btree_set(
+            ops in proptest::collection::vec(
+                prop_oneof![
+                    (0u128..3000).prop_map(|i| (0x2001_0db8 << 96) | (i * 7)),
+                    any::<u128>(),
+                    Just(0u128),
+                    Just(u128::MAX),
+                ],
+                0..3000,
+            )
+        ) {
+            let hasher = RandomState::default();
+            let mut blocks = Blocks::default();
+            let mut model = BTreeSet::new();
+            for ip in ops {
+                let hash = hasher.hash_one(ip);
+                prop_assert_eq!(blocks.contains(ip, hash), model.contains(&ip));
+                prop_assert_eq!(blocks.insert(ip, hash, &hasher), model.insert(ip));
+            }
+            prop_assert_eq!(blocks.len, model.len());
+            prop_assert_eq!(blocks.blocks.len(), 1 << blocks.bits);
+            let mut all: Vec<u128> = blocks.blocks.iter().flatten().copied().collect();
+            all.sort_unstable();
+            prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
         }
-        assert!(
-            slots.iter().all(|&n| n > 0),
-            "every shard is used: {slots:?}"
-        );
-        let first: u32 = slots[..32].iter().sum();
-        let last: u32 = slots[SHARDS - 32..].iter().sum();
-        // 2^(224/256) = 1.83
-        let ratio = f64::from(last) / f64::from(first);
-        assert!((1.7..1.95).contains(&ratio), "{ratio}");
     }
 
-    /// At 250,000 addresses equal shares would put 976 in each shard, all of whose tables would
-    /// just have doubled to 2,048 buckets: 35.7 bytes per address.
+    /// Under 20 heap bytes an address whatever the size: no doubling cycle to peak in.
     #[test]
-    fn ipv6_memory_has_no_peak_where_equal_shards_would_double() {
+    fn ipv6_memory_stays_under_twenty_bytes_an_address() {
         let set = Ipv6Set::new();
         let empty = set.memory_bytes();
-        let n = 250_000u32;
-        for i in 0..n {
-            set.insert(0x2001_0db8 << 96 | (u128::from(i) * 0x1_0000_0001));
+        let mut next = 0u128;
+        for n in [50_000u32, 250_000, 600_000] {
+            while set.len() < u64::from(n) {
+                next += 1;
+                set.insert(0x2001_0db8 << 96 | next.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            }
+            let per_address = (set.memory_bytes() - empty) as f64 / f64::from(n);
+            assert!((16.0..20.0).contains(&per_address), "{n}: {per_address}");
         }
-        let per_address = (set.memory_bytes() - empty) as f64 / f64::from(n);
-        assert!(per_address < 31.0, "{per_address}");
     }
 }
