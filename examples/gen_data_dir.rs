@@ -9,8 +9,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ip_counter::counter::clock::SystemClock;
 use ip_counter::counter::{Counter, Observation};
 use ip_counter::wal::{DataDir, Durability, Settings};
 use rand::rngs::StdRng;
@@ -32,7 +34,7 @@ fn main() {
         snapshot_interval: Duration::from_secs(3600),
     };
     let data_dir = DataDir::open(settings).unwrap();
-    let store = Counter::persistent(Duration::ZERO);
+    let store = Counter::exact(None, Some(Duration::ZERO), Arc::new(SystemClock)).unwrap();
     store.recover(&data_dir).unwrap();
     let mut rng = StdRng::seed_from_u64(7);
     let mut random = |v4: bool| {

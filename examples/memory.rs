@@ -3,7 +3,14 @@
 //!
 //! ```text
 //! cargo run --release --example memory -- [N_IPV4] [N_IPV6]     # defaults 10000000 1000000
+//! cargo run --release --example memory -- --windows [N_IPV4] [N_IPV6]
+//! cargo run --release --example memory -- --prefixes 3000 [N_IPV4] [N_IPV6]
 //! ```
+//!
+//! `--windows` counts through the exact counter with the default windows (5m,1h,24h) on a
+//! synthetic clock, each address at a random time over the last 24 hours, so every address
+//! carries a stamp. `--prefixes N` draws IPv6 addresses from N random /48 prefixes with random
+//! interface identifiers, as real traffic shares prefixes (random /32 to /64 networks).
 //!
 //! Addresses are drawn one at a time from a seeded RNG (no list is built, so nothing but the
 //! store grows), duplicates are skipped by the insert's return value, and each family goes into
@@ -13,12 +20,31 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 
-use ip_counter::counter::exact::AddressSet;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ip_counter::counter::clock::ManualClock;
+use ip_counter::counter::windows::WindowSettings;
+use ip_counter::counter::{Counter, Observation};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// The counter's clock, in seconds: any fixed moment.
+const NOW: i64 = 1_750_000_000;
+
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let windows = take_flag(&mut args, "--windows");
+    let prefixes = match args.iter().position(|a| a == "--prefixes") {
+        Some(at) if at + 1 < args.len() => {
+            let n: usize = args[at + 1].parse().expect("--prefixes N");
+            args.drain(at..at + 2);
+            n
+        }
+        _ => 0,
+    };
+    let mut args = args.into_iter();
     let mut count = |default: u64| match args.next() {
         None => Ok(default),
         Some(a) => a
@@ -40,15 +66,32 @@ fn main() -> ExitCode {
 
     let mut rng = StdRng::seed_from_u64(0x1DC0);
     println!("baseline RSS: {:.1} MiB", rss() as f64 / (1 << 20) as f64);
+    let settings = WindowSettings {
+        windows: [("5m", 300), ("1h", 3600), ("24h", 86_400)]
+            .map(|(l, s)| (l.to_owned(), Duration::from_secs(s)))
+            .into(),
+        max_clock_skew: Duration::from_secs(300),
+    };
+    let counter = || {
+        let clock = Arc::new(ManualClock::at(NOW));
+        Counter::exact(windows.then_some(&settings), None, clock).unwrap()
+    };
+    let networks: Vec<u128> = (0..prefixes)
+        .map(|_| u128::from(rng.random::<u64>() >> 16) << 80)
+        .collect();
 
-    let v4 = AddressSet::default();
-    measure("IPv4", &v4, n_v4, || {
+    let v4 = counter();
+    measure("IPv4", &v4, n_v4, &mut rng, |rng| {
         IpAddr::V4(Ipv4Addr::from_bits(rng.random()))
     });
 
-    let v6 = AddressSet::default();
-    measure("IPv6", &v6, n_v6, || {
-        IpAddr::V6(Ipv6Addr::from_bits(rng.random()))
+    let v6 = counter();
+    measure("IPv6", &v6, n_v6, &mut rng, |rng| {
+        let bits = match networks.len() {
+            0 => rng.random(),
+            n => networks[rng.random_range(0..n)] | u128::from(rng.random::<u64>()),
+        };
+        IpAddr::V6(Ipv6Addr::from_bits(bits))
     });
 
     // The two stores are only dropped here, after both phases.
@@ -56,15 +99,30 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Inserts `n` distinct addresses from `next` into the empty `store` and prints the cost.
-fn measure(family: &str, store: &AddressSet, n: u64, mut next: impl FnMut() -> IpAddr) {
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != flag);
+    args.len() < before
+}
+
+/// Records `n` distinct addresses from `next`, each at a random time over the last day, into
+/// the empty `store` and prints the cost.
+fn measure(
+    family: &str,
+    store: &Counter,
+    n: u64,
+    rng: &mut StdRng,
+    mut next: impl FnMut(&mut StdRng) -> IpAddr,
+) {
     if n == 0 {
         return;
     }
     let (rss_before, heap_before) = (rss(), store.memory_bytes());
     let mut distinct = 0;
     while distinct < n {
-        distinct += u64::from(store.insert(next()));
+        let ip = next(rng);
+        let time = NonZeroU32::new((NOW - rng.random_range(0..86_400)) as u32);
+        distinct += u64::from(store.record_one(Observation { ip, time }).unwrap());
     }
     let (rss_after, heap_after) = (rss(), store.memory_bytes());
     assert_eq!(
@@ -72,16 +130,26 @@ fn measure(family: &str, store: &AddressSet, n: u64, mut next: impl FnMut() -> I
         n,
         "the store disagrees with its own inserts"
     );
+    let windows: Vec<String> = store
+        .windows()
+        .into_iter()
+        .map(|(label, count)| format!("{label} {count}"))
+        .collect();
 
     let per = |bytes: u64| bytes as f64 / n as f64;
     let rss_growth = rss_after.saturating_sub(rss_before);
     let heap_growth = heap_after.saturating_sub(heap_before) as u64;
     println!(
-        "{family}: {n} distinct: RSS growth {:.1} MiB = {:.2} B/address; memory_bytes() {:.1} MiB = {:.2} B/address",
+        "{family}: {n} distinct: RSS growth {:.1} MiB = {:.2} B/address; memory_bytes() {:.1} MiB = {:.2} B/address{}",
         rss_growth as f64 / (1 << 20) as f64,
         per(rss_growth),
         heap_after as f64 / (1 << 20) as f64,
         per(heap_growth),
+        if windows.is_empty() {
+            String::new()
+        } else {
+            format!("; windows {}", windows.join(", "))
+        }
     );
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::counter::Counter;
+use crate::counter::clock::SystemClock;
 use crate::http::server::{ConnectionLimits, bind, reload_on_sighup, serve};
 use crate::http::state::AppState;
 use crate::http::tls::Tls;
@@ -56,11 +57,8 @@ impl App {
             SocketAddr::new(config.server_host, config.metrics_port),
         )
         .await?;
-        let counter = if data_dir.is_some() {
-            Counter::persistent(config.http.request_timeout)
-        } else {
-            Counter::in_memory()
-        };
+        let recovery = data_dir.is_some().then_some(config.http.request_timeout);
+        let counter = Counter::exact(config.windows.as_ref(), recovery, Arc::new(SystemClock))?;
         let state = Arc::new(AppState::new(Arc::new(counter), &config.http));
         Ok(App {
             data_dir,

@@ -9,6 +9,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, ValueEnum};
 
 use super::ConfigError;
+use crate::counter::windows::MAX_STEPS;
 use crate::http::auth::Tokens;
 use crate::wal::Durability;
 
@@ -72,6 +73,15 @@ pub struct Flags {
     /// the log reaches 64 MiB)
     #[arg(long, env = "SNAPSHOT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub snapshot_interval: Duration,
+
+    /// Sliding windows to count distinct addresses over, comma-separated (e.g. `5m,1h,24h`);
+    /// empty: off. Each is exact to a step of the shortest / 60
+    #[arg(long, env = "WINDOWS", default_value = "5m,1h,24h", value_parser = parse_windows)]
+    pub windows: Windows,
+
+    /// An entry timestamped further ahead of the clock than this counts at its arrival time
+    #[arg(long, env = "MAX_CLOCK_SKEW", default_value = "5m", value_parser = parse_duration)]
+    pub max_clock_skew: Duration,
 
     /// Bearer token(s) POST /logs requires, comma-separated (several while rotating); none: open
     #[arg(long, env = "AUTH_TOKEN", hide_env_values = true, value_parser = Tokens::parse)]
@@ -242,6 +252,37 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     } else {
         Err("must be from 1ms to 365 days".into())
     }
+}
+
+/// `WINDOWS`: labelled durations, shortest first; none for off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Windows(pub Vec<(String, Duration)>);
+
+/// Parses `WINDOWS`: comma-separated durations of at least a minute, each at most
+/// [`MAX_STEPS`] steps of the shortest / 60 (so that 2-byte stamps can tell them apart).
+fn parse_windows(text: &str) -> Result<Windows, String> {
+    let mut windows = Vec::new();
+    for label in text.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+        let window = parse_duration(label)?;
+        if window < Duration::from_secs(60) {
+            return Err(format!("{label} is shorter than 1m, the shortest window"));
+        }
+        if windows.iter().any(|(_, w)| *w == window) {
+            return Err(format!("{label} is given twice"));
+        }
+        windows.push((label.to_owned(), window));
+    }
+    windows.sort_by_key(|&(_, w)| w);
+    if let (Some((short, s)), Some((long, l))) = (windows.first(), windows.last()) {
+        let step = (s.as_secs() / 60).max(1);
+        if l.as_secs() / step > MAX_STEPS {
+            return Err(format!(
+                "{long} spans more than {MAX_STEPS} steps of {step}s (the step is the shortest \
+                 window, {short}, / 60); give a longer shortest window or a shorter longest one"
+            ));
+        }
+    }
+    Ok(Windows(windows))
 }
 
 /// Parses a byte size: `64MiB`, `1GB`, `512k` or plain bytes; from 1 byte to 1 TiB.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+use crate::counter::windows::{MAX_SKEW_STEPS, WindowSettings};
 use crate::http::auth::Tokens;
 use crate::http::tls::Tls;
 use crate::{http, wal};
@@ -40,6 +41,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The data directory's settings; `None` with `PERSISTENCE=off`.
     pub persistence: Option<wal::Settings>,
+    /// The time windows; `None` with `WINDOWS=` (empty).
+    pub windows: Option<WindowSettings>,
     /// The listeners' and handlers' settings.
     pub http: http::Settings,
 }
@@ -111,7 +114,21 @@ impl Flags {
             fsync_interval: self.fsync_interval,
             snapshot_interval: self.snapshot_interval,
         });
+        let windows = (!self.windows.0.is_empty()).then_some(WindowSettings {
+            windows: self.windows.0,
+            max_clock_skew: self.max_clock_skew,
+        });
+        if let Some(w) = &windows
+            && self.max_clock_skew.as_secs() / w.step_secs() > MAX_SKEW_STEPS
+        {
+            return Err(ConfigError::Invalid(format!(
+                "error: invalid value for MAX_CLOCK_SKEW (--max-clock-skew): more than \
+                 {MAX_SKEW_STEPS} steps of {}s (the shortest window / 60)",
+                w.step_secs()
+            )));
+        }
         Ok(Config {
+            windows,
             server_host: self.server_host,
             log_port: self.log_port,
             metrics_port: self.metrics_port,

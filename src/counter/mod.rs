@@ -15,18 +15,23 @@
 //! The kinds live beside it, one module each; today [`exact`]. docs/DESIGN.md says how to add
 //! one.
 
+pub mod clock;
 pub mod exact;
+pub mod windows;
 
 use std::io;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError};
+use clock::{Clock, SystemClock};
 use exact::Exact;
+use windows::WindowSettings;
 
 /// When an address was seen, in whole seconds since the Unix epoch; `None` when its entry gave
 /// no time. Times before 1970 are 1 s, times after 2106 the last second `u32` holds.
@@ -100,25 +105,25 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// An exact counter in memory only: nothing survives the process.
+    /// An exact counter in memory only, without windows: nothing survives the process.
     pub fn in_memory() -> Counter {
-        Counter {
-            kind: Kind::Exact(Exact::default()),
-            recovered: watch::Sender::new(true),
-            accepting: AtomicBool::new(true),
-            wait_limit: Duration::ZERO,
-        }
+        Counter::exact(None, None, Arc::new(SystemClock)).expect("no window thread to start")
     }
 
-    /// An exact counter that [`Counter::recover`] will read back from a data directory; until
-    /// then it refuses records, and waits for them at most `wait_limit`.
-    pub fn persistent(wait_limit: Duration) -> Counter {
-        Counter {
-            kind: Kind::Exact(Exact::default()),
-            recovered: watch::Sender::new(false),
-            accepting: AtomicBool::new(false),
-            wait_limit,
-        }
+    /// An exact counter with `windows` (when set) on `clock`. With `recovery`, it refuses
+    /// records until [`Counter::recover`] has read a data directory back, and waits that long
+    /// at most for it ([`Counter::wait_recovered`]); without, it takes them at once, in memory.
+    pub fn exact(
+        windows: Option<&WindowSettings>,
+        recovery: Option<Duration>,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<Counter> {
+        Ok(Counter {
+            kind: Kind::Exact(Exact::new(windows, clock)?),
+            recovered: watch::Sender::new(recovery.is_none()),
+            accepting: AtomicBool::new(recovery.is_none()),
+            wait_limit: recovery.unwrap_or_default(),
+        })
     }
 
     /// Reads `data_dir` back and starts its log (blocking: seconds for tens of millions of
@@ -184,6 +189,20 @@ impl Counter {
     pub fn counts(&self) -> Counts {
         match &self.kind {
             Kind::Exact(exact) => exact.counts(),
+        }
+    }
+
+    /// Each window's label and count now, shortest first; none with windows off.
+    pub fn windows(&self) -> Vec<(String, u64)> {
+        match &self.kind {
+            Kind::Exact(exact) => exact.windows(),
+        }
+    }
+
+    /// Entries whose time was further ahead than `MAX_CLOCK_SKEW` (counted at arrival).
+    pub fn clock_skew_entries(&self) -> u64 {
+        match &self.kind {
+            Kind::Exact(exact) => exact.clock_skew_entries(),
         }
     }
 

@@ -63,8 +63,24 @@ struct Stats {
     unique_ip_addresses: u64,
     unique_ipv4: u64,
     unique_ipv6: u64,
+    /// Each window's count by its label, in `WINDOWS`' order; empty with windows off.
+    windows: Windows,
     estimated_memory_usage_bytes: usize,
     uptime_seconds: u64,
+}
+
+/// Window counts as a JSON object, shortest window first.
+struct Windows(Vec<(String, u64)>);
+
+impl Serialize for Windows {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (label, n) in &self.0 {
+            map.serialize_entry(label, n)?;
+        }
+        map.end()
+    }
 }
 
 /// `GET /stats`: the counts, the counting structures' size and the uptime.
@@ -74,6 +90,7 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<impl Serialize> {
         unique_ip_addresses: counts.total(),
         unique_ipv4: counts.ipv4,
         unique_ipv6: counts.ipv6,
+        windows: Windows(state.counter.windows()),
         estimated_memory_usage_bytes: state.counter.memory_bytes(),
         uptime_seconds: state.started.elapsed().as_secs(),
     })

@@ -98,6 +98,11 @@ struct RouteLabel {
     route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabel {
+    window: String,
+}
+
 /// What one thread has counted. Each thread updates only its own, under an uncontended lock,
 /// and a scrape adds them up, so that worker threads never fight over shared instruments
 /// (docs/DESIGN.md, "Metrics").
@@ -315,6 +320,25 @@ impl Collector for CounterCollector {
                 gauge.help,
                 None,
                 value.metric_type(),
+            )?)?;
+        }
+        let windows = self.counter.windows();
+        if !windows.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "unique_ip_addresses_window",
+                "Distinct addresses whose latest event time lies in the window, exact to a step of the shortest window / 60",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (window, n) in windows {
+                ConstGauge::new(n as i64).encode(family.encode_family(&WindowLabel { window })?)?;
+            }
+            let skewed = ConstCounter::new(self.counter.clock_skew_entries());
+            skewed.encode(encoder.encode_descriptor(
+                "ipcounter_clock_skew_entries",
+                "Entries timestamped further ahead than MAX_CLOCK_SKEW, counted at their arrival",
+                None,
+                skewed.metric_type(),
             )?)?;
         }
         Ok(())

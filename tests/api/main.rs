@@ -21,3 +21,4 @@ mod schemathesis;
 mod send;
 mod shutdown;
 mod tls;
+mod windows;

@@ -16,59 +16,106 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::counter::windows::{Change, Order, StaleBefore, Stamp};
+
 /// A sorted block turns into a bitset when it would outgrow one (8 KiB = 4,096 × 2 bytes).
 const DENSE_AT: usize = 4096;
 const BITSET_WORDS: usize = 1 << 16 >> 6;
 
 /// The members of one /16, by their low 16 bits.
-enum Block {
+enum Members {
     /// Sorted, at most [`DENSE_AT`] long.
     Sparse(Vec<u16>),
     /// One bit per member.
     Dense(Box<[u64; BITSET_WORDS]>),
 }
 
+/// A /16's members and, in a stamped set (time windows on), each member's stamp: beside its
+/// low bits while sparse, at its low bits (65,536 of them) once dense; empty otherwise.
+struct Block {
+    members: Members,
+    stamps: Vec<Stamp>,
+}
+
 impl Block {
     fn heap_bytes(&self) -> usize {
-        match self {
-            Block::Sparse(v) => v.capacity() * size_of::<u16>(),
-            Block::Dense(bits) => size_of_val(&**bits),
+        let members = match &self.members {
+            Members::Sparse(v) => v.capacity() * size_of::<u16>(),
+            Members::Dense(bits) => size_of_val(&**bits),
+        };
+        members + self.stamps.capacity() * size_of::<Stamp>()
+    }
+
+    /// Where `low`'s stamp is, if it is a member: `Ok(index)`; else `Err(where it would go)`.
+    fn find(&self, low: u16) -> Result<usize, usize> {
+        match &self.members {
+            Members::Sparse(v) => v.binary_search(&low),
+            Members::Dense(bits) if bits[usize::from(low >> 6)] & (1 << (low & 63)) != 0 => {
+                Ok(usize::from(low))
+            }
+            Members::Dense(_) => Err(usize::from(low)),
         }
     }
 
     fn contains(&self, low: u16) -> bool {
-        match self {
-            Block::Sparse(v) => v.binary_search(&low).is_ok(),
-            Block::Dense(bits) => bits[usize::from(low >> 6)] & (1 << (low & 63)) != 0,
-        }
+        self.find(low).is_ok()
     }
 
-    /// Adds `low`; true when it was not a member.
-    fn insert(&mut self, low: u16) -> bool {
-        match self {
-            Block::Sparse(v) => match v.binary_search(&low) {
-                Ok(_) => false,
-                Err(_) if v.len() == DENSE_AT => {
-                    let mut bits = Box::new([0u64; BITSET_WORDS]);
-                    for &member in v.iter().chain([&low]) {
-                        bits[usize::from(member >> 6)] |= 1 << (member & 63);
-                    }
-                    *self = Block::Dense(bits);
-                    true
+    /// Adds `low` with `stamp` (kept only when `stamped`); true when it was not a member.
+    fn insert(&mut self, low: u16, stamp: Stamp, stamped: bool) -> bool {
+        let Err(at) = self.find(low) else {
+            return false;
+        };
+        match &mut self.members {
+            Members::Sparse(v) if v.len() == DENSE_AT => {
+                let mut bits = Box::new([0u64; BITSET_WORDS]);
+                for &member in v.iter().chain([&low]) {
+                    bits[usize::from(member >> 6)] |= 1 << (member & 63);
                 }
-                Err(at) => {
-                    if v.len() == v.capacity() {
-                        v.reserve_exact((v.len() / 8).max(4));
+                if stamped {
+                    let mut dense = vec![0; 1 << 16];
+                    for (&member, &s) in v.iter().zip(&self.stamps) {
+                        dense[usize::from(member)] = s;
                     }
-                    v.insert(at, low);
-                    true
+                    dense[usize::from(low)] = stamp;
+                    self.stamps = dense;
                 }
-            },
-            Block::Dense(bits) => {
-                let (word, bit) = (usize::from(low >> 6), 1u64 << (low & 63));
-                let new = bits[word] & bit == 0;
-                bits[word] |= bit;
-                new
+                self.members = Members::Dense(bits);
+            }
+            Members::Sparse(v) => {
+                if v.len() == v.capacity() {
+                    let more = (v.len() / 8).max(4);
+                    v.reserve_exact(more);
+                    if stamped {
+                        self.stamps.reserve_exact(more);
+                    }
+                }
+                v.insert(at, low);
+                if stamped {
+                    self.stamps.insert(at, stamp);
+                }
+            }
+            Members::Dense(bits) => {
+                bits[usize::from(low >> 6)] |= 1 << (low & 63);
+                if stamped {
+                    self.stamps[at] = stamp;
+                }
+            }
+        }
+        true
+    }
+
+    /// Records `low` seen at `stamp` in a stamped block: added, or moved to a later stamp.
+    fn observe(&mut self, low: u16, stamp: Stamp, order: Order) -> Option<Change> {
+        match self.find(low) {
+            Ok(at) if order.newer(stamp, self.stamps[at]) => {
+                let from = std::mem::replace(&mut self.stamps[at], stamp);
+                Some(Change::Moved { from, to: stamp })
+            }
+            Ok(_) => None,
+            Err(_) => {
+                self.insert(low, stamp, true);
+                Some(Change::Added(stamp))
             }
         }
     }
@@ -77,17 +124,26 @@ impl Block {
 /// Every distinct IPv4 address, as a `u32`.
 pub(super) struct Ipv4Set {
     blocks: Box<[Mutex<Block>]>,
+    /// Whether each member keeps a stamp (time windows on).
+    stamped: bool,
     len: AtomicU64,
     /// Heap bytes of all blocks, kept up to date under each block's lock.
     heap: AtomicUsize,
 }
 
 impl Ipv4Set {
-    pub(super) fn new() -> Self {
+    /// An empty set; `stamped` keeps a stamp beside each member.
+    pub(super) fn new(stamped: bool) -> Self {
         Self {
             blocks: (0..1 << 16)
-                .map(|_| Mutex::new(Block::Sparse(Vec::new())))
+                .map(|_| {
+                    Mutex::new(Block {
+                        members: Members::Sparse(Vec::new()),
+                        stamps: Vec::new(),
+                    })
+                })
                 .collect(),
+            stamped,
             len: AtomicU64::new(0),
             heap: AtomicUsize::new(0),
         }
@@ -101,7 +157,7 @@ impl Ipv4Set {
     pub(super) fn insert(&self, ip: u32) -> bool {
         let mut block = self.block(ip).lock();
         let before = block.heap_bytes();
-        let new = block.insert(ip as u16);
+        let new = block.insert(ip as u16, 0, self.stamped);
         if new {
             // Under the lock, so a thread that next finds `ip` present also sees it counted.
             self.len.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +176,10 @@ impl Ipv4Set {
         for group in ips.chunk_by(|a, b| a >> 16 == b >> 16) {
             let mut block = self.block(group[0]).lock();
             let before = block.heap_bytes();
-            let added = group.iter().filter(|&&ip| block.insert(ip as u16)).count() as u64;
+            let added = group
+                .iter()
+                .filter(|&&ip| block.insert(ip as u16, 0, self.stamped))
+                .count() as u64;
             if added > 0 {
                 self.len.fetch_add(added, Ordering::Relaxed);
                 let change = block.heap_bytes().wrapping_sub(before);
@@ -163,11 +222,11 @@ impl Ipv4Set {
         let mut members = Vec::with_capacity(1 << 16);
         for (high, block) in (0u32..).zip(&self.blocks) {
             members.clear();
-            match &*block.lock() {
-                Block::Sparse(lows) => {
+            match &block.lock().members {
+                Members::Sparse(lows) => {
                     members.extend(lows.iter().map(|&low| high << 16 | u32::from(low)));
                 }
-                Block::Dense(bits) => {
+                Members::Dense(bits) => {
                     for (word, &set) in (0u32..).zip(bits.iter()) {
                         let mut set = set;
                         while set != 0 {
@@ -182,6 +241,41 @@ impl Ipv4Set {
             }
         }
         Ok(())
+    }
+
+    /// Records `ip` seen at `stamp` in a stamped set, calling `changed` with what changed while
+    /// the address's lock is held; true when it is new.
+    pub(super) fn observe(
+        &self,
+        ip: u32,
+        stamp: Stamp,
+        order: Order,
+        changed: impl FnOnce(Change),
+    ) -> bool {
+        debug_assert!(self.stamped);
+        let mut block = self.block(ip).lock();
+        let before = block.heap_bytes();
+        let Some(change) = block.observe(ip as u16, stamp, order) else {
+            return false;
+        };
+        let new = matches!(change, Change::Added(_));
+        if new {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            let grown = block.heap_bytes().wrapping_sub(before);
+            self.heap.fetch_add(grown, Ordering::Relaxed);
+        }
+        changed(change);
+        new
+    }
+
+    /// Clears the stamps that `stale` names, one block at a time.
+    pub(super) fn clear_stale(&self, stale: &StaleBefore) {
+        for block in &self.blocks {
+            let mut block = block.lock();
+            for stamp in block.stamps.iter_mut().filter(|s| stale.stale(**s)) {
+                *stamp = 0;
+            }
+        }
     }
 
     /// Distinct addresses, O(1).
@@ -201,12 +295,12 @@ mod tests {
 
     #[test]
     fn a_block_turns_dense_past_4096_members_and_keeps_them_all() {
-        let set = Ipv4Set::new();
+        let set = Ipv4Set::new(false);
         let base = 0x0a00_0000u32;
         for low in 0..=DENSE_AT as u32 {
             assert!(set.insert(base | (low * 7 % 65_536)));
         }
-        assert!(matches!(*set.block(base).lock(), Block::Dense(_)));
+        assert!(matches!(set.block(base).lock().members, Members::Dense(_)));
         for low in 0..=DENSE_AT as u32 {
             assert!(set.contains(base | (low * 7 % 65_536)));
             assert!(!set.insert(base | (low * 7 % 65_536)));
@@ -217,7 +311,7 @@ mod tests {
 
     #[test]
     fn memory_bytes_follows_the_blocks_allocations() {
-        let set = Ipv4Set::new();
+        let set = Ipv4Set::new(false);
         let index = set.memory_bytes();
         assert_eq!(index, (1 << 16) * size_of::<Mutex<Block>>());
         set.insert(0x0102_0304);
@@ -231,14 +325,47 @@ mod tests {
 
     #[test]
     fn sparse_blocks_carry_little_spare_capacity() {
-        let set = Ipv4Set::new();
+        let set = Ipv4Set::new(false);
         for low in 0..1000u32 {
             set.insert(0x0a0b_0000 | (low * 31 % 65_536));
         }
-        let Block::Sparse(v) = &*set.block(0x0a0b_0000).lock() else {
+        let block = set.block(0x0a0b_0000).lock();
+        let Members::Sparse(v) = &block.members else {
             panic!("1000 members stay sparse");
         };
         assert!(v.is_sorted());
         assert!(v.capacity() <= 1000 + 1000 / 8 + 4, "{}", v.capacity());
+    }
+
+    /// A stamped block keeps each member's stamp through inserts and its turn dense, moves it
+    /// only to a later one, and clears the stale ones.
+    #[test]
+    fn a_stamped_block_keeps_each_members_latest_stamp() {
+        let set = Ipv4Set::new(true);
+        let base = 0x0a00_0000u32;
+        let order = Order::at(1_000, 10);
+        let stamp_of = |low: u32| (low % 900 + 1) as Stamp;
+        let mut changes = Vec::new();
+        for low in (0..=DENSE_AT as u32).rev() {
+            assert!(set.observe(base | low, stamp_of(low), order, |c| changes.push(c)));
+        }
+        assert!(matches!(set.block(base).lock().members, Members::Dense(_)));
+        assert_eq!(changes.len(), DENSE_AT + 1);
+        for low in 0..=DENSE_AT as u32 {
+            let block = set.block(base).lock();
+            let at = block.find(low as u16).unwrap();
+            assert_eq!(block.stamps[at], stamp_of(low), "{low}");
+        }
+        // Earlier: nothing; later: moved.
+        assert!(!set.observe(base | 5, 1, order, |_| panic!("not later")));
+        let mut moved = None;
+        assert!(!set.observe(base | 5, 950, order, |c| moved = Some(c)));
+        assert_eq!(
+            moved,
+            Some(Change::Moved {
+                from: stamp_of(5),
+                to: 950
+            })
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! The exact counter: every distinct address kept in memory ([`AddressSet`]), each new one
-//! written to the data directory's log before it is counted when persistence is on.
+//! written to the data directory's log before it is counted when persistence is on, and with
+//! time windows on, each address's latest event time as a stamp counted by [`Windows`].
 //!
 //! Only addresses new to the set are written, and a repeat takes no lock and does no I/O: the
 //! set is checked first, then again under the log's writer, so that an address any request can
 //! find in the set has been written (see [`crate::wal`]'s writer). What it logs and snapshots
-//! is in `durable.rs`.
+//! is in `durable.rs`. Stamps are not logged yet: after a restart the windows start empty and
+//! fill as addresses are seen again.
 
 mod bits;
 mod durable;
@@ -13,22 +15,49 @@ mod ipv6;
 mod set;
 
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 pub use bits::{Bits, Run};
 pub use set::AddressSet;
 
+use super::clock::Clock;
+use super::windows::{WindowSettings, Windows};
 use super::{Counts, Gauge, Observation};
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError, Wal};
 
-/// The exact kind: the set, and its log once recovery has started it.
-#[derive(Debug, Default)]
+/// The exact kind: the set, its log once recovery has started it, and its windows.
+#[derive(Debug)]
 pub struct Exact {
     set: Arc<AddressSet>,
     wal: OnceLock<Arc<Wal<AddressSet>>>,
+    windows: Option<Arc<Windows>>,
+    clock: Arc<dyn Clock>,
 }
 
+/// How often the sweep thread asks whether stale stamps are due to be cleared.
+const SWEEP_POLL: Duration = Duration::from_secs(1);
+
 impl Exact {
+    /// An empty exact counter, with `windows` when set (and the thread that sweeps their
+    /// stale stamps), on `clock`.
+    pub(super) fn new(
+        windows: Option<&WindowSettings>,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<Exact> {
+        let set = Arc::new(AddressSet::new(windows.is_some()));
+        let windows = windows.map(|w| Arc::new(Windows::new(w, clock.now())));
+        if let Some(windows) = &windows {
+            sweep_stale_stamps(Arc::downgrade(&set), Arc::downgrade(windows), clock.clone())?;
+        }
+        Ok(Exact {
+            set,
+            wal: OnceLock::new(),
+            windows,
+            clock,
+        })
+    }
+
     /// Reads `data_dir` back into the set and starts its log.
     pub(super) fn recover(&self, data_dir: &DataDir) -> Result<(), RecoveryError> {
         let wal = data_dir.recover(self.set.clone())?;
@@ -37,6 +66,11 @@ impl Exact {
     }
 
     pub(super) fn record_one(&self, observation: Observation) -> Result<bool, StorageError> {
+        if let Some(windows) = &self.windows {
+            return self
+                .record_timed(windows, std::slice::from_ref(&observation))
+                .map(|n| n == 1);
+        }
         let ip = observation.ip;
         let Some(wal) = self.wal.get() else {
             return Ok(self.set.insert(ip));
@@ -54,6 +88,9 @@ impl Exact {
 
     /// Each new address is written once however often the batch repeats it.
     pub(super) fn record(&self, observations: &[Observation]) -> Result<u64, StorageError> {
+        if let Some(windows) = &self.windows {
+            return self.record_timed(windows, observations);
+        }
         let ips = observations.iter().map(|o| o.ip);
         let Some(wal) = self.wal.get() else {
             return Ok(self.set.insert_many(ips));
@@ -69,6 +106,56 @@ impl Exact {
         }
         writer.append(&durable::log_records(&bits))?;
         Ok(self.set.insert_bits(&mut bits.ipv4, &bits.ipv6))
+    }
+
+    /// With windows: each observation stamped, and the new addresses written first, all under
+    /// the log's writer when there is a log.
+    fn record_timed(
+        &self,
+        windows: &Windows,
+        observations: &[Observation],
+    ) -> Result<u64, StorageError> {
+        let now = self.clock.now();
+        let order = windows.order(now);
+        let observe = || {
+            observations
+                .iter()
+                .filter(|o| {
+                    let stamp = windows.stamp(o.time, now);
+                    self.set
+                        .observe(o.ip, stamp, order, |change| windows.apply(change, now))
+                })
+                .count() as u64
+        };
+        let Some(wal) = self.wal.get() else {
+            return Ok(observe());
+        };
+        let mut bits = Bits::distinct(observations.iter().map(|o| o.ip));
+        self.set.retain_missing(&mut bits);
+        if bits.is_empty() {
+            return Ok(observe());
+        }
+        let mut writer = wal.writer();
+        self.set.retain_missing(&mut bits);
+        if !bits.is_empty() {
+            writer.append(&durable::log_records(&bits))?;
+        }
+        Ok(observe())
+    }
+
+    /// Each window's label and count now, shortest first; none with windows off.
+    pub(super) fn windows(&self) -> Vec<(String, u64)> {
+        self.windows.as_ref().map_or_else(Vec::new, |w| {
+            w.counts(self.clock.now())
+                .into_iter()
+                .map(|(label, n)| (label.to_owned(), n))
+                .collect()
+        })
+    }
+
+    /// Entries further ahead than `MAX_CLOCK_SKEW`, counted at arrival.
+    pub(super) fn clock_skew_entries(&self) -> u64 {
+        self.windows.as_ref().map_or(0, |w| w.skewed())
     }
 
     pub(super) async fn settle(&self) -> Result<(), StorageError> {
@@ -143,5 +230,144 @@ impl Exact {
 
     pub(super) fn close(&self) -> io::Result<()> {
         self.wal.get().map_or(Ok(()), |wal| wal.close())
+    }
+}
+
+/// Clears stale stamps whenever [`Windows::sweep_due`] says so, on a thread of its own that
+/// ends with the counter.
+fn sweep_stale_stamps(
+    set: Weak<AddressSet>,
+    windows: Weak<Windows>,
+    clock: Arc<dyn Clock>,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("ip-counter-sweep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(SWEEP_POLL);
+                let (Some(set), Some(windows)) = (set.upgrade(), windows.upgrade()) else {
+                    return;
+                };
+                sweep(&set, &windows, clock.now());
+            }
+        })
+        .map(drop)
+}
+
+/// Clears the stale stamps of `set` if a sweep is due at `now`.
+fn sweep(set: &AddressSet, windows: &Windows, now: i64) {
+    if let Some(stale) = windows.sweep_due(now) {
+        set.clear_stale(&stale);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::num::NonZeroU32;
+    use std::time::Duration as StdDuration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::counter::clock::ManualClock;
+
+    fn address(i: u8) -> IpAddr {
+        match i % 3 {
+            0 => IpAddr::V4(Ipv4Addr::from_bits(u32::from(i) << 20 | 7)),
+            1 => IpAddr::V6(Ipv6Addr::from_bits(0x2001_0db8 << 96 | u128::from(i) << 9)),
+            // The mapped form of an IPv4 address of the first kind.
+            _ => IpAddr::V6(Ipv4Addr::from_bits(u32::from(i - 2) << 20 | 7).to_ipv6_mapped()),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Wait(i64),
+        Batch(Vec<(u8, Option<i64>)>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let sighting = (any::<u8>(), proptest::option::of(-400i64..100_000));
+        prop_oneof![
+            3 => (0i64..300).prop_map(Op::Wait),
+            1 => (0i64..40_000).prop_map(Op::Wait),
+            6 => proptest::collection::vec(sighting, 1..6).prop_map(Op::Batch),
+        ]
+    }
+
+    proptest! {
+        /// The exact kind with windows, its real sets (IPv4, IPv6, mapped) and a synthetic
+        /// clock, against a brute-force model of each address's latest step, at every step.
+        #[test]
+        fn window_counts_equal_a_brute_force_model(
+            start in 1_600_000_000i64..1_700_000_000,
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let settings = WindowSettings {
+                windows: vec![
+                    ("5m".into(), StdDuration::from_secs(300)),
+                    ("1h".into(), StdDuration::from_secs(3600)),
+                    ("24h".into(), StdDuration::from_secs(86_400)),
+                ],
+                max_clock_skew: StdDuration::from_secs(300),
+            };
+            let clock = Arc::new(ManualClock::at(start));
+            let exact = Exact::new(Some(&settings), clock.clone()).unwrap();
+            let mut latest: HashMap<IpAddr, Option<i64>> = HashMap::new();
+            let mut now = start;
+            for op in ops {
+                sweep(&exact.set, exact.windows.as_ref().unwrap(), now);
+                match op {
+                    Op::Wait(secs) => {
+                        now += secs;
+                        clock.set(now);
+                    }
+                    Op::Batch(sightings) => {
+                        let observations: Vec<Observation> = sightings
+                            .iter()
+                            .map(|&(i, ago)| Observation {
+                                ip: address(i),
+                                time: ago.and_then(|a| NonZeroU32::new((now - a) as u32)),
+                            })
+                            .collect();
+                        let mut new = 0;
+                        for o in &observations {
+                            let at = match o.time.map(|t| i64::from(t.get())) {
+                                Some(t) if t > now + 300 => now,
+                                Some(t) => t,
+                                None => now,
+                            };
+                            let step = at.div_euclid(5);
+                            let step = (step > now.div_euclid(5) - 17_280).then_some(step);
+                            let ip = o.ip.to_canonical();
+                            new += u64::from(!latest.contains_key(&ip));
+                            let entry = latest.entry(ip).or_insert(None);
+                            *entry = (*entry).max(step);
+                        }
+                        let got = if observations.len() == 1 {
+                            u64::from(exact.record_one(observations[0]).unwrap())
+                        } else {
+                            exact.record(&observations).unwrap()
+                        };
+                        prop_assert_eq!(got, new);
+                    }
+                }
+                let now_step = now.div_euclid(5);
+                let expected: Vec<u64> = [60i64, 720, 17_280]
+                    .iter()
+                    .map(|&w| {
+                        latest
+                            .values()
+                            .filter(|s| s.is_some_and(|s| s > now_step - w && s <= now_step))
+                            .count() as u64
+                    })
+                    .collect();
+                let got: Vec<u64> = exact.windows().into_iter().map(|(_, n)| n).collect();
+                prop_assert_eq!(got, expected, "at {}", now);
+                prop_assert_eq!(exact.counts().total(), latest.len() as u64);
+            }
+        }
     }
 }

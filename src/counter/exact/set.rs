@@ -16,6 +16,7 @@ use super::ipv4::Ipv4Set;
 use super::ipv6::Ipv6Set;
 use super::{Bits, Run};
 use crate::counter::Counts;
+use crate::counter::windows::{Change, Order, StaleBefore, Stamp};
 
 /// Every distinct address seen, IPv4 and IPv6 kept apart, safe to share between threads.
 ///
@@ -27,10 +28,7 @@ pub struct AddressSet {
 
 impl Default for AddressSet {
     fn default() -> Self {
-        Self {
-            ipv4: Ipv4Set::new(),
-            ipv6: Ipv6Set::new(),
-        }
+        AddressSet::new(false)
     }
 }
 
@@ -46,6 +44,40 @@ impl fmt::Debug for AddressSet {
 }
 
 impl AddressSet {
+    /// An empty set; `stamped` keeps beside each address the stamp of its latest event time
+    /// (time windows on; see [`crate::counter::windows`]).
+    pub fn new(stamped: bool) -> Self {
+        AddressSet {
+            ipv4: Ipv4Set::new(stamped),
+            ipv6: Ipv6Set::new(),
+        }
+    }
+
+    /// In a stamped set, records `ip` seen at `stamp` (read with `order`): adds it, or moves it
+    /// to a later stamp, calling `changed` with what changed while the address's lock is held,
+    /// so that one address's changes reach it in order. Returns whether `ip` was new.
+    pub fn observe(
+        &self,
+        ip: IpAddr,
+        stamp: Stamp,
+        order: Order,
+        changed: impl FnOnce(Change),
+    ) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.ipv4.observe(v4.to_bits(), stamp, order, changed),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => self.ipv4.observe(v4.to_bits(), stamp, order, changed),
+                None => self.ipv6.observe(v6.to_bits(), stamp, order, changed),
+            },
+        }
+    }
+
+    /// Clears the stamps that have left the largest window, one lock at a time.
+    pub fn clear_stale(&self, stale: &StaleBefore) {
+        self.ipv4.clear_stale(stale);
+        self.ipv6.clear_stale(stale);
+    }
+
     /// Adds `ip`; returns `true` when it was not seen before.
     ///
     /// Of any number of threads inserting the same new address at once, exactly one gets `true`.
