@@ -9,7 +9,7 @@ IMAGE        ?= ip-counter:latest
 LOG_PORT     ?= 5000
 METRICS_PORT ?= 9102
 
-.PHONY: help build run dev test test-unit test-integration bench load-test durability-cost ab crash-test restart-time security-cost body-flood fuzz chaos memory coverage \
+.PHONY: help build run dev test test-unit test-integration bench load-test durability-cost windows-cost ab crash-test restart-time security-cost body-flood fuzz chaos memory coverage \
         fmt lint audit check ci docs docker-build docker-run install-dev-deps
 
 help: ## List the targets with a one-line description
@@ -43,6 +43,9 @@ load-test: ## wrk load test: the service against a bare hyper server (ROUNDS=3 D
 
 durability-cost: ## Throughput memory-only vs DURABILITY=buffered vs fsync, as ratios (ROUNDS=3)
 	scripts/durability-cost.sh
+
+windows-cost: ## Throughput with the default WINDOWS against WINDOWS= (off): single entries and bulk batches (ROUNDS=5)
+	scripts/windows-cost.sh
 
 ab: ## A change against an older build: single entries, bulk batches, data-directory compatibility (REV=HEAD~1 ROUNDS=5)
 	scripts/ab.sh $(or $(REV),HEAD~1)

@@ -15,7 +15,9 @@
 //! With `--against OLD,NEW` (paths of `ip-counter` binaries) it compares builds instead: each
 //! round starts each binary fresh (port 0, its own data directory), in rotating order, and
 //! prints each binary's lines/s and its ratio to the first binary in the same round
-//! (`scripts/ab.sh` uses it to compare a change against the build before it).
+//! (`scripts/ab.sh` uses it to compare a change against the build before it). A binary may
+//! carry settings after a `?`, `VAR=value` pairs joined by `&`, to compare settings of one
+//! build (`target/release/ip-counter?WINDOWS=,target/release/ip-counter`).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -66,22 +68,26 @@ fn options() -> Options {
     o
 }
 
-/// The same addresses as NDJSON entries and as combined-format lines.
+/// The same addresses as NDJSON entries and as combined-format lines; the entries are
+/// timestamped over the last day, so that with time windows on each lands in them.
 fn generate(lines: usize) -> (Vec<u8>, Vec<u8>) {
     let mut rng = StdRng::seed_from_u64(11);
     let mut ndjson = Vec::with_capacity(lines * 100);
     let mut text = Vec::with_capacity(lines * 120);
+    let now = std::time::SystemTime::now();
     for i in 0..lines {
         let ip = Ipv4Addr::from(rng.random::<u32>());
-        let (s, us) = (i % 60, rng.random_range(0..1_000_000));
+        let ago = Duration::from_micros(rng.random_range(0..86_400_000_000));
+        let at = humantime::format_rfc3339_micros(now - ago);
         writeln!(
             ndjson,
-            r#"{{"timestamp":"2020-06-24T15:27:{s:02}.{us:06}Z","ip":"{ip}","url":"/api/v1/items/{i}"}}"#
+            r#"{{"timestamp":"{at}","ip":"{ip}","url":"/api/v1/items/{i}"}}"#
         )
         .unwrap();
         writeln!(
             text,
-            r#"{ip} - - [24/Jun/2020:15:27:{s:02} +0000] "GET /api/v1/items/{i} HTTP/1.1" 200 612 "-" "Mozilla/5.0""#
+            r#"{ip} - - [24/Jun/2020:15:27:{:02} +0000] "GET /api/v1/items/{i} HTTP/1.1" 200 612 "-" "Mozilla/5.0""#,
+            i % 60
         )
         .unwrap();
     }
@@ -174,8 +180,11 @@ impl Service {
             }));
             return (Service::InProcess { stop, server }, data, url);
         };
+        let (binary, settings) = binary.split_once('?').unwrap_or((binary, ""));
+        let settings = settings.split('&').filter_map(|pair| pair.split_once('='));
         let mut child = std::process::Command::new(binary)
             .env_clear()
+            .envs(settings)
             .envs([
                 ("LOG_PORT", "0"),
                 ("METRICS_PORT", "0"),
