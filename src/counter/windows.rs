@@ -3,22 +3,22 @@
 //!
 //! Each address keeps one stamp, the step of its latest event time (a step is the smallest
 //! window / 60, whole seconds), not a set per bucket. [`Windows`] keeps a histogram of the stamps,
-//! one bucket per step over the largest window (plus `MAX_CLOCK_SKEW` ahead), and each window's
-//! count; a stamp that changes moves one address between buckets and adjusts the counts it
-//! enters or leaves, and as time passes each step's bucket enters and leaves the windows. So a
-//! count is read in O(1) and is exact to a step: an address counts in window W while its latest
-//! step is among the last W/step steps, the current one included.
+//! one bucket per step over the largest window (plus `MAX_CLOCK_SKEW` ahead), with a sum per
+//! 256 buckets: a stamp that changes moves one address between buckets, a bucket is emptied as
+//! its step leaves the largest window, and a window's count is the sum of its steps' buckets, a
+//! few hundred numbers whatever the traffic (O(1) in the addresses). Adding to and taking from
+//! buckets commutes, so changes need no order and a batch's are applied together. A count is
+//! exact to a step: an address counts in window W while its latest step is among the last
+//! W/step steps, the current one included.
 //!
 //! A stamp is 2 bytes: the step modulo [`PERIOD`], 0 for none (seen, but before the largest
 //! window: it counts in the total only). Stamps are read relative to now, so a sweep
-//! ([`Windows::sweep_due`]) clears the stale ones before they could wrap. Every change of a stamp
-//! is applied while its address's lock is held, so that the changes of one address arrive in
-//! order.
+//! ([`Windows::sweep_due`]) clears the stale ones before they could wrap.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard};
 
 use super::EventTime;
 
@@ -105,7 +105,11 @@ pub enum Change {
     },
 }
 
-/// The windows' histogram and counts; see the module docs.
+/// Steps a chunk of the histogram sums, so that a window's count adds at most a few hundred
+/// numbers.
+const CHUNK: i64 = 256;
+
+/// The windows' histogram; see the module docs.
 #[derive(Debug)]
 pub struct Windows {
     step_secs: i64,
@@ -115,21 +119,52 @@ pub struct Windows {
     max_steps: i64,
     skew_secs: i64,
     skew_steps: i64,
-    state: Mutex<State>,
+    /// Changes take it shared; only the step moving on takes it alone.
+    state: RwLock<State>,
+    /// When the stale stamps are next cleared, as a step.
+    next_sweep: AtomicI64,
     /// Entries further ahead than `MAX_CLOCK_SKEW`, counted at arrival instead.
     skewed: AtomicU64,
 }
 
 #[derive(Debug)]
 struct State {
-    /// The step the counts are for.
+    /// The current step; changes only with `state` held alone.
     now: i64,
-    /// Addresses per stamped step, indexed by step modulo its length.
-    buckets: Vec<i64>,
-    /// Addresses in each window.
-    counts: Vec<i64>,
-    /// When the stale stamps are next cleared, as a step.
-    next_sweep: i64,
+    /// Addresses per stamped step, at the step modulo their number (a power of two, covering the
+    /// largest window and the skew ahead).
+    buckets: Vec<AtomicI64>,
+    /// The sums of `CHUNK` buckets each, by the same index / `CHUNK`.
+    chunks: Vec<AtomicI64>,
+}
+
+impl State {
+    fn slot(&self, step: i64) -> usize {
+        (step as usize) & (self.buckets.len() - 1)
+    }
+
+    fn add(&self, step: i64, n: i64) {
+        let slot = self.slot(step);
+        self.buckets[slot].fetch_add(n, Ordering::Relaxed);
+        self.chunks[slot / CHUNK as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The addresses stamped in steps `from..=to`, a range shorter than the buckets.
+    fn sum(&self, from: i64, to: i64) -> i64 {
+        let mut total = 0;
+        let mut step = from;
+        while step <= to {
+            let slot = self.slot(step);
+            if slot as i64 % CHUNK == 0 && step + CHUNK - 1 <= to {
+                total += self.chunks[slot / CHUNK as usize].load(Ordering::Relaxed);
+                step += CHUNK;
+            } else {
+                total += self.buckets[slot].load(Ordering::Relaxed);
+                step += 1;
+            }
+        }
+        total
+    }
 }
 
 impl Windows {
@@ -145,16 +180,21 @@ impl Windows {
         let skew_secs = settings.max_clock_skew.as_secs() as i64;
         let skew_steps = (skew_secs + step_secs - 1) / step_secs;
         debug_assert!(max_steps as u64 <= MAX_STEPS && skew_steps as u64 <= MAX_SKEW_STEPS);
+        let len = ((max_steps + skew_steps + 1) as usize)
+            .next_power_of_two()
+            .max(CHUNK as usize);
         let now = now.div_euclid(step_secs);
         Windows {
             step_secs,
             labels: settings.windows.iter().map(|(l, _)| l.clone()).collect(),
-            state: Mutex::new(State {
+            state: RwLock::new(State {
                 now,
-                buckets: vec![0; (max_steps + skew_steps + 1) as usize],
-                counts: vec![0; steps.len()],
-                next_sweep: now + max_steps / 8 + 1,
+                buckets: (0..len).map(|_| AtomicI64::new(0)).collect(),
+                chunks: (0..len / CHUNK as usize)
+                    .map(|_| AtomicI64::new(0))
+                    .collect(),
             }),
+            next_sweep: AtomicI64::new(now + max_steps / 8 + 1),
             steps,
             max_steps,
             skew_secs,
@@ -201,83 +241,93 @@ impl Windows {
         self.skewed.load(Ordering::Relaxed)
     }
 
-    /// Accounts for `change`, made at `now` (seconds). Call it with the address's lock held.
-    pub fn apply(&self, change: Change, now: i64) {
-        let mut state = self.state.lock();
-        self.advance(&mut state, self.step(now));
+    /// The state at `now` (seconds) at least, shared: moved on first if `now` is a later step.
+    fn at(&self, now: i64) -> RwLockReadGuard<'_, State> {
+        let step = self.step(now);
+        let state = self.state.upgradable_read();
+        if state.now >= step {
+            return RwLockUpgradableReadGuard::downgrade(state);
+        }
+        let mut state = RwLockUpgradableReadGuard::upgrade(state);
+        self.advance(&mut state, step);
+        RwLockWriteGuard::downgrade(state)
+    }
+
+    /// Moves on to step `to`: each step leaving the largest window is emptied, so that its
+    /// bucket can hold a later step.
+    fn advance(&self, state: &mut State, to: i64) {
+        let len = state.buckets.len() as i64;
+        let from = (state.now - self.max_steps + 1).max(to - self.max_steps - len);
+        for step in from..=to - self.max_steps {
+            let slot = state.slot(step);
+            let n = state.buckets[slot].swap(0, Ordering::Relaxed);
+            state.chunks[slot / CHUNK as usize].fetch_sub(n, Ordering::Relaxed);
+        }
+        state.now = to;
+    }
+
+    /// Accounts for `changes`, made at `now` (seconds). Their order does not matter: each adds
+    /// to or takes from one bucket, and a step before the largest window has left it already.
+    pub fn apply(&self, changes: &[Change], now: i64) {
+        if changes.is_empty() {
+            return;
+        }
+        let state = self.at(now);
         let order = Order {
             now: state.now,
             ahead: self.skew_steps,
         };
-        let (from, to) = match change {
-            Change::Added(to) => (0, to),
-            Change::Moved { from, to } => (from, to),
+        let live = |stamp| {
+            order
+                .step(stamp)
+                .filter(|&s| s > state.now - self.max_steps)
         };
-        if let Some(step) = order.step(from) {
-            self.add(&mut state, step, -1);
-        }
-        if let Some(step) = order.step(to) {
-            self.add(&mut state, step, 1);
-        }
-    }
-
-    /// Adds `n` addresses at `step` to the histogram and the windows that hold it; nothing for a
-    /// step before the largest window (its bucket was emptied when it left).
-    fn add(&self, state: &mut State, step: i64, n: i64) {
-        if step <= state.now - self.max_steps {
-            return;
-        }
-        let len = state.buckets.len() as i64;
-        state.buckets[step.rem_euclid(len) as usize] += n;
-        for (count, &w) in state.counts.iter_mut().zip(&self.steps) {
-            if step > state.now - w && step <= state.now {
-                *count += n;
+        for &change in changes {
+            let (from, to) = match change {
+                Change::Added(to) => (0, to),
+                Change::Moved { from, to } => (from, to),
+            };
+            if let Some(step) = live(from) {
+                state.add(step, -1);
             }
-        }
-    }
-
-    /// Moves the counts on to step `to`: each step passed enters every window and the step
-    /// a window's length before it leaves; the step leaving the largest window is emptied.
-    fn advance(&self, state: &mut State, to: i64) {
-        let len = state.buckets.len() as i64;
-        if to - state.now > len {
-            // Every stamp counted, even one ahead by the whole skew, is now behind the
-            // largest window: start over from the step before.
-            state.buckets.iter_mut().for_each(|b| *b = 0);
-            state.counts.iter_mut().for_each(|c| *c = 0);
-            state.now = to - 1;
-        }
-        while state.now < to {
-            let step = state.now + 1;
-            let entering = state.buckets[step.rem_euclid(len) as usize];
-            for (count, &w) in state.counts.iter_mut().zip(&self.steps) {
-                *count += entering - state.buckets[(step - w).rem_euclid(len) as usize];
+            if let Some(step) = live(to) {
+                state.add(step, 1);
             }
-            state.buckets[(step - self.max_steps).rem_euclid(len) as usize] = 0;
-            state.now = step;
         }
     }
 
     /// Each window's label and count at `now` (seconds), shortest first.
     pub fn counts(&self, now: i64) -> Vec<(&str, u64)> {
-        let mut state = self.state.lock();
-        self.advance(&mut state, self.step(now));
+        let state = self.at(now);
         self.labels
             .iter()
             .map(String::as_str)
-            .zip(state.counts.iter().map(|&c| c.max(0) as u64))
+            .zip(
+                self.steps
+                    .iter()
+                    .map(|&w| state.sum(state.now - w + 1, state.now).max(0) as u64),
+            )
             .collect()
     }
 
     /// Whether the stale stamps should be cleared now (an eighth of the largest window after
-    /// the last sweep); if so, the step before which a stamp is stale.
+    /// the last sweep); if so, which stamps are stale.
     pub fn sweep_due(&self, now: i64) -> Option<StaleBefore> {
-        let mut state = self.state.lock();
         let now = self.step(now);
-        if now < state.next_sweep {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now < due
+            || self
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now + self.max_steps / 8 + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
             return None;
         }
-        state.next_sweep = now + self.max_steps / 8 + 1;
         Some(StaleBefore {
             order: Order {
                 now,
@@ -382,11 +432,11 @@ mod tests {
                     match stamps.get(&ip).copied() {
                         None => {
                             stamps.insert(ip, stamp);
-                            windows.apply(Change::Added(stamp), now);
+                            windows.apply(&[Change::Added(stamp)], now);
                         }
                         Some(from) if windows.order(now).newer(stamp, from) => {
                             stamps.insert(ip, stamp);
-                            windows.apply(Change::Moved { from, to: stamp }, now);
+                            windows.apply(&[Change::Moved { from, to: stamp }], now);
                         }
                         Some(_) => {}
                     }

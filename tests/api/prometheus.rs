@@ -87,6 +87,18 @@ impl Prometheus {
         }
     }
 
+    /// The samples of an instant query, if it succeeded.
+    async fn query(&self, query: &str) -> Option<Vec<Value>> {
+        let reply = client()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .ok()?;
+        let body: Value = reply.json().await.ok()?;
+        body["data"]["result"].as_array().cloned()
+    }
+
     /// Polls `query` until it returns `expected`; fails with diagnostics after `timeout`.
     async fn wait_for(&mut self, query: &str, expected: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -148,4 +160,73 @@ async fn prometheus_scrapes_the_unique_ip_gauge() {
             Duration::from_secs(5),
         )
         .await;
+}
+
+/// Every query of every panel of the shipped Grafana dashboard, run against a real Prometheus
+/// that scrapes the service under a little traffic (entries in every window, rejected ones,
+/// persistence on), returns samples, and at least one of them a number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grafana_panel_query_returns_data() {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../deploy/grafana/ip-counter.json")).unwrap();
+    let queries: Vec<(String, String)> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap().to_owned();
+            panel["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_owned()))
+        })
+        .collect();
+    assert!(queries.len() >= 11, "{queries:?}");
+
+    let app = TestApp::spawn().await;
+    let mut prometheus = Prometheus::start(app.metrics);
+    prometheus
+        .wait_for("up{job=\"ip-counter\"}", "1", Duration::from_secs(30))
+        .await;
+    // Traffic over several scrapes, so that rates and derivatives have two points.
+    for round in 0..6u8 {
+        for i in 0..20u8 {
+            let reply = app
+                .post_log(&serde_json::json!({"ip": format!("100.64.{round}.{i}")}))
+                .await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+        }
+        let reply = app
+            .post_log(&serde_json::json!({"ip": "not an address"}))
+            .await;
+        assert_eq!(reply.status, 400);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pending = queries.clone();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for (title, expr) in pending {
+            let samples = prometheus.query(&expr).await.unwrap_or_default();
+            let numeric = samples.iter().any(|s| {
+                s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite)
+            });
+            if !numeric {
+                still.push((title, expr));
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "panels without data after 30 s: {pending:?}\n{}",
+                prometheus.diagnose().await
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }

@@ -243,29 +243,18 @@ impl Ipv4Set {
         Ok(())
     }
 
-    /// Records `ip` seen at `stamp` in a stamped set, calling `changed` with what changed while
-    /// the address's lock is held; true when it is new.
-    pub(super) fn observe(
-        &self,
-        ip: u32,
-        stamp: Stamp,
-        order: Order,
-        changed: impl FnOnce(Change),
-    ) -> bool {
+    /// Records `ip` seen at `stamp` in a stamped set; what changed, if anything.
+    pub(super) fn observe(&self, ip: u32, stamp: Stamp, order: Order) -> Option<Change> {
         debug_assert!(self.stamped);
         let mut block = self.block(ip).lock();
         let before = block.heap_bytes();
-        let Some(change) = block.observe(ip as u16, stamp, order) else {
-            return false;
-        };
-        let new = matches!(change, Change::Added(_));
-        if new {
+        let change = block.observe(ip as u16, stamp, order)?;
+        if let Change::Added(_) = change {
             self.len.fetch_add(1, Ordering::Relaxed);
             let grown = block.heap_bytes().wrapping_sub(before);
             self.heap.fetch_add(grown, Ordering::Relaxed);
         }
-        changed(change);
-        new
+        Some(change)
     }
 
     /// Clears the stamps that `stale` names, one block at a time.
@@ -345,27 +334,24 @@ mod tests {
         let base = 0x0a00_0000u32;
         let order = Order::at(1_000, 10);
         let stamp_of = |low: u32| (low % 900 + 1) as Stamp;
-        let mut changes = Vec::new();
         for low in (0..=DENSE_AT as u32).rev() {
-            assert!(set.observe(base | low, stamp_of(low), order, |c| changes.push(c)));
+            let change = set.observe(base | low, stamp_of(low), order);
+            assert_eq!(change, Some(Change::Added(stamp_of(low))));
         }
         assert!(matches!(set.block(base).lock().members, Members::Dense(_)));
-        assert_eq!(changes.len(), DENSE_AT + 1);
+        assert_eq!(set.len(), DENSE_AT as u64 + 1);
         for low in 0..=DENSE_AT as u32 {
             let block = set.block(base).lock();
             let at = block.find(low as u16).unwrap();
             assert_eq!(block.stamps[at], stamp_of(low), "{low}");
         }
         // Earlier: nothing; later: moved.
-        assert!(!set.observe(base | 5, 1, order, |_| panic!("not later")));
-        let mut moved = None;
-        assert!(!set.observe(base | 5, 950, order, |c| moved = Some(c)));
-        assert_eq!(
-            moved,
-            Some(Change::Moved {
-                from: stamp_of(5),
-                to: 950
-            })
-        );
+        assert_eq!(set.observe(base | 5, 1, order), None);
+        let moved = set.observe(base | 5, 950, order);
+        let expected = Change::Moved {
+            from: stamp_of(5),
+            to: 950,
+        };
+        assert_eq!(moved, Some(expected));
     }
 }

@@ -233,26 +233,15 @@ impl Ipv6Set {
         Ok(())
     }
 
-    /// Records `ip` seen at `stamp` in a stamped set, calling `changed` with what changed while
-    /// the address's lock is held; true when it is new.
-    pub(super) fn observe(
-        &self,
-        ip: u128,
-        stamp: Stamp,
-        order: Order,
-        changed: impl FnOnce(Change),
-    ) -> bool {
+    /// Records `ip` seen at `stamp` in a stamped set; what changed, if anything.
+    pub(super) fn observe(&self, ip: u128, stamp: Stamp, order: Order) -> Option<Change> {
         let (hash, shard) = self.locate(ip);
         let mut shard = self.shards[shard].0.lock();
-        let Some(change) = shard.observe(ip, hash, stamp, order, &self.hasher) else {
-            return false;
-        };
-        let new = matches!(change, Change::Added(_));
-        if new {
+        let change = shard.observe(ip, hash, stamp, order, &self.hasher)?;
+        if let Change::Added(_) = change {
             self.len.fetch_add(1, Ordering::Relaxed);
         }
-        changed(change);
-        new
+        Some(change)
     }
 
     /// Clears the stamps that `stale` names, one shard at a time.

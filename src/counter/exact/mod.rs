@@ -22,7 +22,7 @@ pub use bits::{Bits, Run};
 pub use set::AddressSet;
 
 use super::clock::Clock;
-use super::windows::{WindowSettings, Windows};
+use super::windows::{Change, WindowSettings, Windows};
 use super::{Counts, Gauge, Observation};
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError, Wal};
 
@@ -118,13 +118,14 @@ impl Exact {
         let now = self.clock.now();
         let order = windows.order(now);
         let observe = || {
-            observations
+            let changes: Vec<Change> = observations
                 .iter()
-                .filter(|o| {
-                    let stamp = windows.stamp(o.time, now);
-                    self.set
-                        .observe(o.ip, stamp, order, |change| windows.apply(change, now))
-                })
+                .filter_map(|o| self.set.observe(o.ip, windows.stamp(o.time, now), order))
+                .collect();
+            windows.apply(&changes, now);
+            changes
+                .iter()
+                .filter(|c| matches!(c, Change::Added(_)))
                 .count() as u64
         };
         let Some(wal) = self.wal.get() else {

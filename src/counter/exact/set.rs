@@ -54,20 +54,13 @@ impl AddressSet {
     }
 
     /// In a stamped set, records `ip` seen at `stamp` (read with `order`): adds it, or moves it
-    /// to a later stamp, calling `changed` with what changed while the address's lock is held,
-    /// so that one address's changes reach it in order. Returns whether `ip` was new.
-    pub fn observe(
-        &self,
-        ip: IpAddr,
-        stamp: Stamp,
-        order: Order,
-        changed: impl FnOnce(Change),
-    ) -> bool {
+    /// to a later stamp. Returns what changed, if anything.
+    pub fn observe(&self, ip: IpAddr, stamp: Stamp, order: Order) -> Option<Change> {
         match ip {
-            IpAddr::V4(v4) => self.ipv4.observe(v4.to_bits(), stamp, order, changed),
+            IpAddr::V4(v4) => self.ipv4.observe(v4.to_bits(), stamp, order),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => self.ipv4.observe(v4.to_bits(), stamp, order, changed),
-                None => self.ipv6.observe(v6.to_bits(), stamp, order, changed),
+                Some(v4) => self.ipv4.observe(v4.to_bits(), stamp, order),
+                None => self.ipv6.observe(v6.to_bits(), stamp, order),
             },
         }
     }
