@@ -257,6 +257,34 @@ impl Ipv4Set {
         Some(change)
     }
 
+    /// Records each `(ip, stamp)` of `seen` (sorted here) as [`Ipv4Set::observe`] does, locking
+    /// each /16 block once; pushes what changed onto `changes`.
+    pub(super) fn observe_many(
+        &self,
+        seen: &mut [(u32, Stamp)],
+        order: Order,
+        changes: &mut Vec<Change>,
+    ) {
+        debug_assert!(self.stamped);
+        seen.sort_unstable_by_key(|&(ip, _)| ip);
+        for group in seen.chunk_by(|a, b| a.0 >> 16 == b.0 >> 16) {
+            let mut block = self.block(group[0].0).lock();
+            let before = block.heap_bytes();
+            let mut added = 0;
+            for &(ip, stamp) in group {
+                if let Some(change) = block.observe(ip as u16, stamp, order) {
+                    added += u64::from(matches!(change, Change::Added(_)));
+                    changes.push(change);
+                }
+            }
+            if added > 0 {
+                self.len.fetch_add(added, Ordering::Relaxed);
+                let grown = block.heap_bytes().wrapping_sub(before);
+                self.heap.fetch_add(grown, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Clears the stamps that `stale` names, one block at a time.
     pub(super) fn clear_stale(&self, stale: &StaleBefore) {
         for block in &self.blocks {

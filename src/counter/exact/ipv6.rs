@@ -244,6 +244,35 @@ impl Ipv6Set {
         Some(change)
     }
 
+    /// Records each `(ip, stamp)` of `seen` as [`Ipv6Set::observe`] does, locking each shard
+    /// once; pushes what changed onto `changes`.
+    pub(super) fn observe_many(
+        &self,
+        seen: &[(u128, Stamp)],
+        order: Order,
+        changes: &mut Vec<Change>,
+    ) {
+        let mut located: Vec<(usize, u64, u128, Stamp)> = seen
+            .iter()
+            .map(|&(ip, stamp)| {
+                let (hash, shard) = self.locate(ip);
+                (shard, hash, ip, stamp)
+            })
+            .collect();
+        located.sort_unstable_by_key(|&(shard, ..)| shard);
+        for group in located.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.shards[group[0].0].0.lock();
+            let mut added = 0;
+            for &(_, hash, ip, stamp) in group {
+                if let Some(change) = shard.observe(ip, hash, stamp, order, &self.hasher) {
+                    added += u64::from(matches!(change, Change::Added(_)));
+                    changes.push(change);
+                }
+            }
+            self.len.fetch_add(added, Ordering::Relaxed);
+        }
+    }
+
     /// Clears the stamps that `stale` names, one shard at a time.
     pub(super) fn clear_stale(&self, stale: &StaleBefore) {
         for shard in &self.shards {

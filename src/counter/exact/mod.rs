@@ -118,10 +118,15 @@ impl Exact {
         let now = self.clock.now();
         let order = windows.order(now);
         let observe = || {
-            let changes: Vec<Change> = observations
-                .iter()
-                .filter_map(|o| self.set.observe(o.ip, windows.stamp(o.time, now), order))
-                .collect();
+            let changes = match observations {
+                [o] => Vec::from_iter(self.set.observe(o.ip, windows.stamp(o.time, now), order)),
+                _ => {
+                    let seen = observations
+                        .iter()
+                        .map(|o| (o.ip, windows.stamp(o.time, now)));
+                    self.set.observe_many(seen, order)
+                }
+            };
             windows.apply(&changes, now);
             changes
                 .iter()
@@ -131,11 +136,13 @@ impl Exact {
         let Some(wal) = self.wal.get() else {
             return Ok(observe());
         };
-        let mut bits = Bits::distinct(observations.iter().map(|o| o.ip));
-        self.set.retain_missing(&mut bits);
-        if bits.is_empty() {
+        if let [o] = observations
+            && self.set.contains(o.ip)
+        {
+            // A repeat: no lock, no write, as without windows.
             return Ok(observe());
         }
+        let mut bits = Bits::distinct(observations.iter().map(|o| o.ip));
         let mut writer = wal.writer();
         self.set.retain_missing(&mut bits);
         if !bits.is_empty() {

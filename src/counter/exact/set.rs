@@ -65,6 +65,30 @@ impl AddressSet {
         }
     }
 
+    /// Records every `(ip, stamp)` of `seen` as [`AddressSet::observe`] does, locking each part
+    /// of the set once; returns what changed.
+    pub fn observe_many(
+        &self,
+        seen: impl ExactSizeIterator<Item = (IpAddr, Stamp)>,
+        order: Order,
+    ) -> Vec<Change> {
+        let mut ipv4 = Vec::with_capacity(seen.len());
+        let mut ipv6 = Vec::new();
+        for (ip, stamp) in seen {
+            match ip {
+                IpAddr::V4(a) => ipv4.push((a.to_bits(), stamp)),
+                IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                    Some(a) => ipv4.push((a.to_bits(), stamp)),
+                    None => ipv6.push((a.to_bits(), stamp)),
+                },
+            }
+        }
+        let mut changes = Vec::new();
+        self.ipv4.observe_many(&mut ipv4, order, &mut changes);
+        self.ipv6.observe_many(&ipv6, order, &mut changes);
+        changes
+    }
+
     /// Clears the stamps that have left the largest window, one lock at a time.
     pub fn clear_stale(&self, stale: &StaleBefore) {
         self.ipv4.clear_stale(stale);
