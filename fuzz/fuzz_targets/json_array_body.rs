@@ -7,6 +7,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(batch) = parse_batch(BatchFormat::JsonArray, data) {
-        assert_eq!(batch.addresses.len() as u64, batch.report.accepted);
+        assert_eq!(batch.observations.len() as u64, batch.report.accepted);
     }
 });

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     for format in [LineFormat::Ndjson, LineFormat::Text] {
         let batch = parse_batch(BatchFormat::Lines(format), data).expect("lines always parse");
         assert_eq!(batch.report.accepted + batch.report.rejected, non_blank);
-        assert_eq!(batch.addresses.len() as u64, batch.report.accepted);
+        assert_eq!(batch.observations.len() as u64, batch.report.accepted);
         assert!(batch.report.errors.len() as u64 <= batch.report.rejected);
     }
 });

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::counter::exact::AddressSet;
+use std::sync::Arc;
+
+use crate::counter::clock::SystemClock;
+use crate::counter::exact::ExactState;
 use crate::wal::{SNAPSHOT, recover, repair};
 
 /// `ip-counter verify`: check a data directory offline.
@@ -26,7 +29,7 @@ pub struct RepairArgs {
 /// Runs `ip-counter repair`; exit 0 once the directory reads back whole, 1 when it could not
 /// be repaired (in use, unreadable).
 pub fn repair(args: &RepairArgs) -> ExitCode {
-    match repair::repair(&args.dir, AddressSet::default) {
+    match repair::repair(&args.dir, || ExactState::new(None, Arc::new(SystemClock))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -39,8 +42,8 @@ pub fn repair(args: &RepairArgs) -> ExitCode {
 /// and prints what it holds; exit 0 when recovery would succeed (a torn tail is reported and
 /// would be dropped), 1 with the damaged file and offset when it would refuse.
 pub fn verify(args: &VerifyArgs) -> ExitCode {
-    let set = AddressSet::default();
-    match recover::read_dir(&args.dir, &set) {
+    let state = ExactState::new(None, Arc::new(SystemClock));
+    match recover::read_dir(&args.dir, &state) {
         Ok(recovered) => {
             match recovered.snapshot {
                 Some(s) => println!(
@@ -83,7 +86,7 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
                     path.display()
                 );
             }
-            let counts = set.counts();
+            let counts = state.set.counts();
             println!(
                 "unique addresses: {} ({} IPv4, {} IPv6)",
                 counts.total(),

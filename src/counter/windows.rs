@@ -236,6 +236,29 @@ impl Windows {
         }
     }
 
+    /// The stamp of a time read back from the data directory (0: none): as [`Windows::stamp`],
+    /// but a time ahead of the clock (which moved back) is now, and not counted as skew.
+    pub fn stamp_at(&self, time: u32, now: i64) -> Stamp {
+        if time == 0 {
+            return 0;
+        }
+        let now_step = self.step(now);
+        let step = self.step(i64::from(time)).min(now_step + self.skew_steps);
+        if step <= now_step - self.max_steps {
+            0
+        } else {
+            stamp_of(step)
+        }
+    }
+
+    /// The time `stamp` stands for, read with `order`: the start of its step in seconds since
+    /// the Unix epoch; 0 for none. What the data directory keeps.
+    pub fn time_of(&self, stamp: Stamp, order: Order) -> u32 {
+        order.step(stamp).map_or(0, |step| {
+            (step * self.step_secs).clamp(1, i64::from(u32::MAX)) as u32
+        })
+    }
+
     /// Entries whose time was further ahead than `MAX_CLOCK_SKEW`.
     pub fn skewed(&self) -> u64 {
         self.skewed.load(Ordering::Relaxed)

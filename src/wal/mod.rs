@@ -37,7 +37,7 @@ use clap::ValueEnum;
 
 pub use dir::{DataDir, OpenError};
 pub use error::{Refusal, StorageError};
-use format::{SECTIONS, SnapshotWriter};
+use format::{SECTIONS, SnapshotWriter, Version};
 pub use recover::RecoveryError;
 pub use writer::{SnapshotDone, Status, Wal, Writer};
 
@@ -45,14 +45,16 @@ pub use writer::{SnapshotDone, Status, Wal, Writer};
 /// state is snapshotted and read back. The log calls it to snapshot (on its own thread, while
 /// records go on being written) and to recover.
 pub trait Durable: Send + Sync + 'static {
-    /// Bytes of every record the kind writes (see [`Writer::append`]).
-    const RECORD_LEN: usize;
-    /// Bytes of a record in each of the snapshot's sections.
-    const SECTIONS: [usize; SECTIONS];
-    /// Applies the records of one whole frame of a segment, at recovery.
-    fn replay(&self, records: &[u8]);
-    /// Applies the records of one snapshot frame of `section`, at recovery.
-    fn load(&self, section: usize, records: &[u8]);
+    /// The format version this state writes its segments and snapshots in.
+    fn version(&self) -> Version;
+    /// Bytes of a segment record in format `version`; `None` for a version it does not read.
+    fn record_len(version: Version) -> Option<usize>;
+    /// Bytes of a record in each of the snapshot's sections in format `version`.
+    fn sections(version: Version) -> Option<[usize; SECTIONS]>;
+    /// Applies the records, in format `version`, of one whole frame of a segment, at recovery.
+    fn replay(&self, version: Version, records: &[u8]);
+    /// Applies the records, in format `version`, of one snapshot frame of `section`.
+    fn load(&self, version: Version, section: usize, records: &[u8]);
     /// Writes the whole state, section by section. Records written meanwhile may or may not
     /// be included: the segments after the snapshot hold them too.
     fn snapshot<W: Write + Seek>(&self, out: &mut SnapshotWriter<W>) -> io::Result<()>;

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::crash::{self, Point};
-use super::format::{self, Damage, LOG_HEADER_LEN, SnapshotHeader};
+use super::format::{self, Damage, LOG_HEADER_LEN, SnapshotHeader, Version};
 use super::{Durable, SNAPSHOT, SNAPSHOT_TMP, logs_in, sync_dir};
 
 /// Why a data directory could not be read back.
@@ -181,8 +181,8 @@ pub fn read_dir<S: Durable>(dir: &Path, state: &S) -> Result<Recovered, Recovery
     let snapshot_path = dir.join(SNAPSHOT);
     let from = match fs::read(&snapshot_path) {
         Ok(bytes) => {
-            let header = format::read_snapshot(&bytes, S::SECTIONS, |section, records| {
-                state.load(section, records);
+            let header = format::read_snapshot(&bytes, S::sections, |version, section, records| {
+                state.load(version, section, records);
             })
             .map_err(damaged(&snapshot_path))?;
             recovered.snapshot = Some(header);
@@ -242,14 +242,14 @@ pub fn read_dir<S: Durable>(dir: &Path, state: &S) -> Result<Recovered, Recovery
             expected = generation;
             continue;
         }
-        let in_header = format::read_log_header(&bytes).map_err(damaged(&path))?;
+        let (in_header, _) = format::read_log_header(&bytes).map_err(damaged(&path))?;
         if in_header != generation {
             return Err(damaged(&path)(Damage {
                 offset: 8,
                 what: format!("the header says generation {in_header}, the name {generation}"),
             }));
         }
-        let (records, end) = replay_log(&bytes, state);
+        let (records, end) = replay_log(&bytes, state, None);
         let end = end.map_err(damaged(&path))?;
         recovered.logs.push(LogRead {
             path,
@@ -266,13 +266,27 @@ pub fn read_dir<S: Durable>(dir: &Path, state: &S) -> Result<Recovered, Recovery
 }
 
 /// Applies the records of a segment's whole frames (after its header) to `state`, up to its
-/// end or its first damage; returns how many were read and where reading stopped.
-pub fn replay_log<S: Durable>(bytes: &[u8], state: &S) -> (u64, Result<format::End, Damage>) {
+/// end or its first damage; returns how many were read and where reading stopped. The records
+/// are read in the header's format version, or, when the header is damaged, in `guess` (none:
+/// the header's damage is the answer).
+pub fn replay_log<S: Durable>(
+    bytes: &[u8],
+    state: &S,
+    guess: Option<Version>,
+) -> (u64, Result<format::End, Damage>) {
+    let version = match (format::read_log_header(bytes), guess) {
+        (Ok((_, version)), _) => version,
+        (Err(_), Some(version)) => version,
+        (Err(damage), None) => return (0, Err(damage)),
+    };
+    let Some(record_len) = S::record_len(version) else {
+        return (0, Err(format::unknown_version(version)));
+    };
     let mut records = 0;
     let start = LOG_HEADER_LEN.min(bytes.len());
-    let end = format::read_frames(bytes, start, S::RECORD_LEN, |payload| {
-        state.replay(payload);
-        records += (payload.len() / S::RECORD_LEN) as u64;
+    let end = format::read_frames(bytes, start, record_len, |payload| {
+        state.replay(version, payload);
+        records += (payload.len() / record_len) as u64;
     });
     (records, end)
 }

@@ -117,9 +117,12 @@ fn salvage<S: Durable>(dir: &Path, state: &S) -> io::Result<(Vec<FileRead>, u64)
     let path = dir.join(SNAPSHOT);
     match fs::read(&path) {
         Ok(bytes) => {
-            let salvaged = format::salvage_snapshot(&bytes, S::SECTIONS, |section, records| {
-                state.load(section, records);
-            });
+            let salvaged = format::salvage_snapshot(
+                &bytes,
+                S::sections,
+                state.version(),
+                |version, section, records| state.load(version, section, records),
+            );
             if let Ok(header) = format::read_snapshot_header(&bytes) {
                 next_generation = header.generation + 1;
             }
@@ -134,7 +137,9 @@ fn salvage<S: Durable>(dir: &Path, state: &S) -> io::Result<(Vec<FileRead>, u64)
     }
     for (generation, path) in logs_in(dir)? {
         next_generation = next_generation.max(generation + 1);
-        let (records, end) = recover::replay_log(&fs::read(&path)?, state);
+        let bytes = fs::read(&path)?;
+        let (records, end) =
+            recover::replay_log(&bytes, state, Some(likeliest_version::<S>(&bytes)));
         read.push(FileRead {
             path,
             records,
@@ -142,4 +147,21 @@ fn salvage<S: Durable>(dir: &Path, state: &S) -> io::Result<(Vec<FileRead>, u64)
         });
     }
     Ok((read, next_generation))
+}
+
+/// The format version whose record length reads the most whole frames of a segment whose
+/// header may be damaged: the header's own when it reads.
+fn likeliest_version<S: Durable>(bytes: &[u8]) -> format::Version {
+    if let Ok((_, version)) = format::read_log_header(bytes) {
+        return version;
+    }
+    let start = format::LOG_HEADER_LEN.min(bytes.len());
+    (1..=format::Version::MAX)
+        .filter_map(|v| S::record_len(v).map(|len| (v, len)))
+        .max_by_key(|&(_, len)| {
+            let mut frames = 0u64;
+            let _ = format::read_frames(bytes, start, len, |_| frames += 1);
+            frames
+        })
+        .map_or(1, |(v, _)| v)
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::crash::{self, Point};
 use super::error::{Refusal, StorageError};
+use super::format::Version;
 use super::{format, log_path, sync_dir};
 
 /// Zeros written ahead of the segment's end at a time (see [`Segment::allocated`]).
@@ -36,7 +37,7 @@ impl Segment {
     /// Creates segment `generation` in `dir` with its header, synced, and its directory entry
     /// synced. A crash before the header is written leaves an empty file, which recovery
     /// removes.
-    pub(super) fn create(dir: &Path, generation: u64) -> io::Result<Segment> {
+    pub(super) fn create(dir: &Path, generation: u64, version: Version) -> io::Result<Segment> {
         let path = log_path(dir, generation);
         crash::at(Point::Step("create a log"));
         let file = File::options()
@@ -44,7 +45,7 @@ impl Segment {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        let header = format::log_header(generation);
+        let header = format::log_header(generation, version);
         crash::at(Point::Write {
             path: &path,
             offset: 0,

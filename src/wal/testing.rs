@@ -7,7 +7,7 @@ use std::io::{self, Seek, Write};
 
 use parking_lot::Mutex;
 
-use super::format::{SnapshotWriter, records};
+use super::format::{SnapshotWriter, Version, records};
 use super::{Durable, StorageError, Wal};
 
 /// A set of records.
@@ -51,16 +51,25 @@ impl Toy {
 }
 
 impl Durable for Toy {
-    const RECORD_LEN: usize = 16;
-    const SECTIONS: [usize; 2] = [4, 16];
+    fn version(&self) -> Version {
+        1
+    }
 
-    fn replay(&self, payload: &[u8]) {
+    fn record_len(version: Version) -> Option<usize> {
+        (version == 1).then_some(16)
+    }
+
+    fn sections(version: Version) -> Option<[usize; 2]> {
+        (version == 1).then_some([4, 16])
+    }
+
+    fn replay(&self, _: Version, payload: &[u8]) {
         self.set
             .lock()
             .extend(records::<16>(payload).map(u128::from_be_bytes));
     }
 
-    fn load(&self, section: usize, payload: &[u8]) {
+    fn load(&self, _: Version, section: usize, payload: &[u8]) {
         let mut set = self.set.lock();
         match section {
             0 => set.extend(records::<4>(payload).map(|r| u128::from(u32::from_be_bytes(r)))),

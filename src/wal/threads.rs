@@ -37,7 +37,7 @@ impl<S: Durable> Wal<S> {
         generation: u64,
         snapshot_now: bool,
     ) -> io::Result<Arc<Wal<S>>> {
-        let segment = Segment::create(dir, generation)?;
+        let segment = Segment::create(dir, generation, state.version())?;
         let wal = Arc::new(Wal::new(dir, settings, state, segment, snapshot_now)?);
         let weak = Arc::downgrade(&wal);
         let sync = run_thread(weak.clone(), |wal| wal.sync_step());
@@ -172,7 +172,8 @@ impl<S: Durable> Wal<S> {
             // An empty segment can stay: the snapshot will cover what comes before it. So
             // failed snapshots retried during an outage do not leave a file each.
             if !segment.is_empty() || broken {
-                let next = Segment::create(&self.dir, segment.generation + 1)?;
+                let next =
+                    Segment::create(&self.dir, segment.generation + 1, self.state.version())?;
                 segment.switch_to(next);
             }
             (
@@ -220,7 +221,9 @@ impl<S: Durable> Wal<S> {
         let result = (|| {
             crash::at(Point::Step("create snapshot.bin.tmp"));
             let out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-            let mut snapshot = SnapshotWriter::new(out, generation, S::SECTIONS)?;
+            let version = self.state.version();
+            let sections = S::sections(version).expect("a state reads what it writes");
+            let mut snapshot = SnapshotWriter::new(out, generation, version, sections)?;
             self.state.snapshot(&mut snapshot)?;
             let (out, header) = snapshot.finish()?;
             let file = out.into_inner().map_err(|e| e.into_error())?;

@@ -72,6 +72,8 @@ pub struct Wal<S> {
     /// The directory's device and inode when the log started, to notice it replaced.
     pub(super) identity: (u64, u64),
     pub(super) state: Arc<S>,
+    /// Bytes of the state's records, in the version it writes.
+    pub(super) record_len: usize,
     pub(super) settings: Settings,
     pub(super) segment: Mutex<Segment>,
     /// Writes since start; changed only under `segment`'s lock.
@@ -103,13 +105,14 @@ pub struct Writer<'a, S: Durable> {
 }
 
 impl<S: Durable> Writer<'_, S> {
-    /// Writes `records` (a whole number of `S::RECORD_LEN`-byte records) in as few frames as
+    /// Writes `records` (a whole number of records of the state's format) in as few frames as
     /// hold them, with one write.
     pub fn append(&mut self, records: &[u8]) -> Result<(), StorageError> {
         let segment = &mut *self.segment;
+        let record_len = self.wal.record_len;
         segment.buf.clear();
-        for payload in records.chunks(MAX_FRAME_RECORDS * S::RECORD_LEN) {
-            format::push_frame(&mut segment.buf, S::RECORD_LEN, payload);
+        for payload in records.chunks(MAX_FRAME_RECORDS * record_len) {
+            format::push_frame(&mut segment.buf, record_len, payload);
         }
         segment.write_buf()?;
         self.wal.written.fetch_add(1, Ordering::Release);
@@ -130,9 +133,11 @@ impl<S: Durable> Wal<S> {
         snapshot_now: bool,
     ) -> io::Result<Wal<S>> {
         let identity = fs::metadata(dir)?;
+        let record_len = S::record_len(state.version()).expect("a state reads what it writes");
         Ok(Wal {
             dir: dir.to_path_buf(),
             identity: (identity.dev(), identity.ino()),
+            record_len,
             state,
             settings,
             segment: Mutex::new(segment),

@@ -254,7 +254,7 @@ async fn every_repair_the_messages_advise_works_when_followed() {
 
     // A damaged record in the third frame: "truncate -s OFFSET FILE".
     let log = logs(data.path()).remove(0);
-    let third = 20 + 2 * (12 + 16);
+    let third = 20 + 2 * (12 + crate::persistence::RECORD);
     flip(&log, third + 12 + 5);
     let refused = start_refused(data.path());
     let hint = format!("truncate -s {third} {}", log.display());

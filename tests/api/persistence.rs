@@ -13,6 +13,10 @@ use rand::{Rng, SeedableRng};
 
 use crate::helpers::{Finished, Reply, ServerProcess, require_tool, run_to_exit};
 
+/// Bytes of a log record with time windows on (the default): format version 2, an address and
+/// its time.
+pub const RECORD: usize = 20;
+
 pub(crate) fn data_dir_flag(dir: &Path) -> String {
     format!("--data-dir={}", dir.display())
 }
@@ -368,10 +372,10 @@ async fn a_torn_last_write_is_dropped_at_every_offset() {
     };
     // Header, 20 single-entry frames, the batch's frame; then the zeros allocated ahead.
     let mut bytes = std::fs::read(log).unwrap();
-    let frames_end = 20 + 20 * (12 + 16) + 12 + 5 * 16;
+    let frames_end = 20 + 20 * (12 + RECORD) + 12 + 5 * RECORD;
     assert!(bytes[frames_end..].iter().all(|&b| b == 0));
     bytes.truncate(frames_end);
-    let last = bytes.len() - (12 + 5 * 16);
+    let last = bytes.len() - (12 + 5 * RECORD);
     for cut in last..bytes.len() {
         let copy = tempfile::tempdir().unwrap();
         std::fs::write(copy.path().join(log.file_name().unwrap()), &bytes[..cut]).unwrap();
@@ -537,22 +541,21 @@ async fn a_full_disk_answers_503_and_writes_resume_when_it_recovers() {
 /// `/ready` turns 200 and the post is answered against the whole count.
 #[tokio::test]
 async fn ready_is_503_until_the_data_directory_is_read_back() {
-    use ip_counter::counter::exact::AddressSet;
-    use ip_counter::wal::Durable;
     use ip_counter::wal::format::SnapshotWriter;
 
     const N: u32 = 3_000_000;
     let data = tempfile::tempdir().unwrap();
     let file = std::fs::File::create(data.path().join("snapshot.bin")).unwrap();
     let out = std::io::BufWriter::new(file);
-    let mut snapshot = SnapshotWriter::new(out, 0, AddressSet::SECTIONS).unwrap();
+    // Version 1: addresses without times, as a build without windows writes them.
+    let mut snapshot = SnapshotWriter::new(out, 0, 1, [4, 16]).unwrap();
     for i in 0..N {
         snapshot.push(0, &(i * 1_000).to_be_bytes()).unwrap();
     }
     let (out, _) = snapshot.finish().unwrap();
     out.into_inner().unwrap();
     // The log a snapshot is always taken beside.
-    let log = ip_counter::wal::format::log_header(0);
+    let log = ip_counter::wal::format::log_header(0, 1);
     std::fs::write(data.path().join(format!("log-{:020}.bin", 0)), log).unwrap();
 
     let server = start_listening(data.path(), &[]);
@@ -600,7 +603,8 @@ async fn repeat_traffic_writes_nothing() {
     let ips = addresses(0, 5);
     post_each(&server, &ips).await;
     let after_new = log_bytes().await;
-    assert_eq!(after_new - empty, 5.0 * 28.0);
+    let frame = (12 + RECORD) as f64;
+    assert_eq!(after_new - empty, 5.0 * frame);
     for _ in 0..100 {
         for ip in &ips {
             assert_eq!(
@@ -615,5 +619,5 @@ async fn repeat_traffic_writes_nothing() {
     // A batch that repeats one new address writes it once: one frame of one record.
     let twice = vec![addresses(100, 1)[0].clone(); 50];
     assert_eq!(server.post_batch(&twice).await.json()["new_ips"], 1);
-    assert_eq!(log_bytes().await, after_new + 28.0);
+    assert_eq!(log_bytes().await, after_new + frame);
 }

@@ -150,3 +150,72 @@ fn bad_windows_stop_the_start_naming_the_setting() {
         );
     }
 }
+
+/// The windows survive a restart and a kill -9 like the total: each address's latest time is
+/// in the log (a new address, or one seen at a later step) and in the snapshot.
+#[tokio::test]
+async fn windows_survive_a_restart_and_a_kill_9() {
+    use crate::helpers::ServerProcess;
+    use crate::persistence::start;
+
+    async fn post(server: &ServerProcess, entries: &[Value]) {
+        let body: String = entries.iter().map(|e| format!("{e}\n")).collect();
+        let reply = server
+            .client
+            .post(server.ingest_url("/logs"))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+    async fn stats(server: &ServerProcess) -> Value {
+        let url = server.ingest_url("/stats");
+        server
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    let mut server = start(data.path(), &[]).await;
+    post(
+        &server,
+        &[entry("192.0.2.50", 30), entry("2001:db8::51", 2 * HOUR)],
+    )
+    .await;
+    post(&server, &[entry("192.0.2.52", 30 * HOUR)]).await;
+    // Seen again later: moved into the 5m window, which only its log record can tell.
+    post(&server, &[entry("2001:db8::51", 60)]).await;
+    let before = stats(&server).await;
+    assert_eq!(
+        before["windows"],
+        json!({"5m": 2, "1h": 2, "24h": 2}),
+        "{before}"
+    );
+    server.kill_9();
+
+    let server = start(data.path(), &[]).await;
+    let after = stats(&server).await;
+    assert_eq!(after["unique_ip_addresses"], 3, "{after}");
+    assert_eq!(
+        after["windows"], before["windows"],
+        "after kill -9: {after}"
+    );
+    // A clean stop writes no snapshot; the start-up snapshot folded the logs: restart once more.
+    server.signal("TERM");
+    let mut server = server;
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let server = start(data.path(), &[]).await;
+    let again = stats(&server).await;
+    assert_eq!(
+        again["windows"], before["windows"],
+        "after a snapshot: {again}"
+    );
+}

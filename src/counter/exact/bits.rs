@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use crate::counter::windows::Stamp;
+
 /// Addresses as bits, split by family; IPv4-mapped IPv6 addresses are IPv4.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Bits {
@@ -53,4 +55,14 @@ pub enum Run<'a> {
     Ipv4(&'a [u32]),
     /// IPv6 addresses as bits, never IPv4-mapped, in no order.
     Ipv6(&'a [u128]),
+}
+
+/// A run of stored addresses with their stamps, from
+/// [`AddressSet::for_each_stamped_run`](super::AddressSet::for_each_stamped_run).
+#[derive(Debug, Clone, Copy)]
+pub enum StampedRun<'a> {
+    /// IPv4 addresses as bits, ascending.
+    Ipv4(&'a [(u32, Stamp)]),
+    /// IPv6 addresses as bits, never IPv4-mapped, in no order.
+    Ipv6(&'a [(u128, Stamp)]),
 }

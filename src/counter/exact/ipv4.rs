@@ -285,6 +285,46 @@ impl Ipv4Set {
         }
     }
 
+    /// In a stamped set, `ip`'s stamp; `None` when it is not a member.
+    pub(super) fn stamp_of(&self, ip: u32) -> Option<Stamp> {
+        let block = self.block(ip).lock();
+        block.find(ip as u16).ok().map(|at| block.stamps[at])
+    }
+
+    /// As [`Ipv4Set::for_each_block`], in a stamped set, with each member's stamp.
+    pub(super) fn for_each_stamped_block<E>(
+        &self,
+        mut f: impl FnMut(&[(u32, Stamp)]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut members = Vec::with_capacity(1 << 16);
+        for (high, block) in (0u32..).zip(&self.blocks) {
+            members.clear();
+            let block = block.lock();
+            match &block.members {
+                Members::Sparse(lows) => members.extend(
+                    lows.iter()
+                        .zip(&block.stamps)
+                        .map(|(&low, &stamp)| (high << 16 | u32::from(low), stamp)),
+                ),
+                Members::Dense(bits) => {
+                    for (word, &set) in (0u32..).zip(bits.iter()) {
+                        let mut set = set;
+                        while set != 0 {
+                            let low = word << 6 | set.trailing_zeros();
+                            members.push((high << 16 | low, block.stamps[low as usize]));
+                            set &= set - 1;
+                        }
+                    }
+                }
+            }
+            drop(block);
+            if !members.is_empty() {
+                f(&members)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Clears the stamps that `stale` names, one block at a time.
     pub(super) fn clear_stale(&self, stale: &StaleBefore) {
         for block in &self.blocks {

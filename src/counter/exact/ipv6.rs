@@ -273,6 +273,38 @@ impl Ipv6Set {
         }
     }
 
+    /// In a stamped set, `ip`'s stamp; `None` when it is not a member.
+    pub(super) fn stamp_of(&self, ip: u128) -> Option<Stamp> {
+        let (hash, shard) = self.locate(ip);
+        let shard = self.shards[shard].0.lock();
+        let (at, found) = shard.position(ip, hash);
+        found.map(|i| shard.blocks[at][i].stamp)
+    }
+
+    /// As [`Ipv6Set::for_each_shard`], with each member's stamp.
+    pub(super) fn for_each_stamped_shard<E>(
+        &self,
+        mut f: impl FnMut(&[(u128, Stamp)]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut members = Vec::new();
+        for shard in &self.shards {
+            members.clear();
+            members.extend(
+                shard
+                    .0
+                    .lock()
+                    .blocks
+                    .iter()
+                    .flatten()
+                    .map(|s| (s.ip(), s.stamp)),
+            );
+            if !members.is_empty() {
+                f(&members)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Clears the stamps that `stale` names, one shard at a time.
     pub(super) fn clear_stale(&self, stale: &StaleBefore) {
         for shard in &self.shards {

@@ -4,9 +4,9 @@
 //!
 //! Only addresses new to the set are written, and a repeat takes no lock and does no I/O: the
 //! set is checked first, then again under the log's writer, so that an address any request can
-//! find in the set has been written (see [`crate::wal`]'s writer). What it logs and snapshots
-//! is in `durable.rs`. Stamps are not logged yet: after a restart the windows start empty and
-//! fill as addresses are seen again.
+//! find in the set has been written (see [`crate::wal`]'s writer). With windows, an address
+//! seen at a later step is written again with its time before its stamp moves, at most once a
+//! step. What it logs and snapshots is in `durable.rs`.
 
 mod bits;
 mod durable;
@@ -15,24 +15,24 @@ mod ipv6;
 mod set;
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-pub use bits::{Bits, Run};
+pub use bits::{Bits, Run, StampedRun};
+pub use durable::ExactState;
 pub use set::AddressSet;
 
 use super::clock::Clock;
-use super::windows::{Change, WindowSettings, Windows};
+use super::windows::{Change, Stamp, WindowSettings, Windows};
 use super::{Counts, Gauge, Observation};
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError, Wal};
 
-/// The exact kind: the set, its log once recovery has started it, and its windows.
+/// The exact kind: its state (the set, its windows) and its log once recovery has started it.
 #[derive(Debug)]
 pub struct Exact {
-    set: Arc<AddressSet>,
-    wal: OnceLock<Arc<Wal<AddressSet>>>,
-    windows: Option<Arc<Windows>>,
-    clock: Arc<dyn Clock>,
+    state: Arc<ExactState>,
+    wal: OnceLock<Arc<Wal<ExactState>>>,
 }
 
 /// How often the sweep thread asks whether stale stamps are due to be cleared.
@@ -45,87 +45,84 @@ impl Exact {
         windows: Option<&WindowSettings>,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Exact> {
-        let set = Arc::new(AddressSet::new(windows.is_some()));
-        let windows = windows.map(|w| Arc::new(Windows::new(w, clock.now())));
-        if let Some(windows) = &windows {
-            sweep_stale_stamps(Arc::downgrade(&set), Arc::downgrade(windows), clock.clone())?;
+        let state = Arc::new(ExactState::new(windows, clock));
+        if state.windows.is_some() {
+            sweep_stale_stamps(Arc::downgrade(&state))?;
         }
         Ok(Exact {
-            set,
+            state,
             wal: OnceLock::new(),
-            windows,
-            clock,
         })
     }
 
     /// Reads `data_dir` back into the set and starts its log.
     pub(super) fn recover(&self, data_dir: &DataDir) -> Result<(), RecoveryError> {
-        let wal = data_dir.recover(self.set.clone())?;
+        let wal = data_dir.recover(self.state.clone())?;
         let _ = self.wal.set(wal);
         Ok(())
     }
 
     pub(super) fn record_one(&self, observation: Observation) -> Result<bool, StorageError> {
-        if let Some(windows) = &self.windows {
+        if let Some(windows) = &self.state.windows {
             return self
                 .record_timed(windows, std::slice::from_ref(&observation))
                 .map(|n| n == 1);
         }
         let ip = observation.ip;
         let Some(wal) = self.wal.get() else {
-            return Ok(self.set.insert(ip));
+            return Ok(self.state.set.insert(ip));
         };
-        if self.set.contains(ip) {
+        if self.state.set.contains(ip) {
             return Ok(false);
         }
         let mut writer = wal.writer();
-        if self.set.contains(ip) {
+        if self.state.set.contains(ip) {
             return Ok(false);
         }
         writer.append(&durable::log_record(ip))?;
-        Ok(self.set.insert(ip))
+        Ok(self.state.set.insert(ip))
     }
 
     /// Each new address is written once however often the batch repeats it.
     pub(super) fn record(&self, observations: &[Observation]) -> Result<u64, StorageError> {
-        if let Some(windows) = &self.windows {
+        if let Some(windows) = &self.state.windows {
             return self.record_timed(windows, observations);
         }
         let ips = observations.iter().map(|o| o.ip);
         let Some(wal) = self.wal.get() else {
-            return Ok(self.set.insert_many(ips));
+            return Ok(self.state.set.insert_many(ips));
         };
         let mut bits = Bits::distinct(ips);
         if bits.is_empty() {
             return Ok(0);
         }
         let mut writer = wal.writer();
-        self.set.retain_missing(&mut bits);
+        self.state.set.retain_missing(&mut bits);
         if bits.is_empty() {
             return Ok(0);
         }
         writer.append(&durable::log_records(&bits))?;
-        Ok(self.set.insert_bits(&mut bits.ipv4, &bits.ipv6))
+        Ok(self.state.set.insert_bits(&mut bits.ipv4, &bits.ipv6))
     }
 
-    /// With windows: each observation stamped, and the new addresses written first, all under
-    /// the log's writer when there is a log.
+    /// With windows: each observation stamped, and what changes (new addresses, addresses
+    /// seen at a later step) written first with its time, under the log's writer.
     fn record_timed(
         &self,
         windows: &Windows,
         observations: &[Observation],
     ) -> Result<u64, StorageError> {
-        let now = self.clock.now();
+        let set = &self.state.set;
+        let now = self.state.clock.now();
         let order = windows.order(now);
-        let observe = || {
-            let changes = match observations {
-                [o] => Vec::from_iter(self.set.observe(o.ip, windows.stamp(o.time, now), order)),
-                _ => {
-                    let seen = observations
-                        .iter()
-                        .map(|o| (o.ip, windows.stamp(o.time, now)));
-                    self.set.observe_many(seen, order)
-                }
+        let mut seen: Vec<(IpAddr, Stamp)> = observations
+            .iter()
+            .map(|o| (o.ip.to_canonical(), windows.stamp(o.time, now)))
+            .collect();
+        let observe = |seen: &[(IpAddr, Stamp)]| {
+            let changes = match seen {
+                [(ip, stamp)] => Vec::from_iter(set.observe(*ip, *stamp, order)),
+                _ => set.observe_many(seen.iter().copied(), order),
             };
             windows.apply(&changes, now);
             changes
@@ -134,27 +131,50 @@ impl Exact {
                 .count() as u64
         };
         let Some(wal) = self.wal.get() else {
-            return Ok(observe());
+            return Ok(observe(&seen));
         };
-        if let [o] = observations
-            && self.set.contains(o.ip)
+        let changes = |seen: &[(IpAddr, Stamp)]| {
+            seen.iter()
+                .filter(|&&(ip, stamp)| set.stamp_of(ip).is_none_or(|at| order.newer(stamp, at)))
+                .count()
+        };
+        if let [_] = seen.as_slice()
+            && changes(&seen) == 0
         {
-            // A repeat: no lock, no write, as without windows.
-            return Ok(observe());
+            // A repeat within its step: no lock, no write, as without windows.
+            return Ok(0);
         }
-        let mut bits = Bits::distinct(observations.iter().map(|o| o.ip));
+        // One record an address, its latest time.
+        seen.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(order.step(b.1).cmp(&order.step(a.1))));
+        seen.dedup_by_key(|e| e.0);
         let mut writer = wal.writer();
-        self.set.retain_missing(&mut bits);
-        if !bits.is_empty() {
-            writer.append(&durable::log_records(&bits))?;
+        let mut records = Vec::new();
+        let mut new = false;
+        for &(ip, stamp) in &seen {
+            let at = set.stamp_of(ip);
+            if at.is_none_or(|at| order.newer(stamp, at)) {
+                new |= at.is_none();
+                records.extend(durable::timed_record(ip, windows.time_of(stamp, order)));
+            }
         }
-        Ok(observe())
+        match if records.is_empty() {
+            Ok(())
+        } else {
+            writer.append(&records)
+        } {
+            Ok(()) => {}
+            // An address already counted keeps being acknowledged while the disk refuses: only
+            // its later time is at risk, until the snapshot that repairs the log writes it.
+            Err(_) if !new => {}
+            Err(e) => return Err(e),
+        }
+        Ok(observe(&seen))
     }
 
     /// Each window's label and count now, shortest first; none with windows off.
     pub(super) fn windows(&self) -> Vec<(String, u64)> {
-        self.windows.as_ref().map_or_else(Vec::new, |w| {
-            w.counts(self.clock.now())
+        self.state.windows.as_ref().map_or_else(Vec::new, |w| {
+            w.counts(self.state.clock.now())
                 .into_iter()
                 .map(|(label, n)| (label.to_owned(), n))
                 .collect()
@@ -163,7 +183,7 @@ impl Exact {
 
     /// Entries further ahead than `MAX_CLOCK_SKEW`, counted at arrival.
     pub(super) fn clock_skew_entries(&self) -> u64 {
-        self.windows.as_ref().map_or(0, |w| w.skewed())
+        self.state.windows.as_ref().map_or(0, |w| w.skewed())
     }
 
     pub(super) async fn settle(&self) -> Result<(), StorageError> {
@@ -174,11 +194,11 @@ impl Exact {
     }
 
     pub(super) fn counts(&self) -> Counts {
-        self.set.counts()
+        self.state.set.counts()
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
-        self.set.memory_bytes()
+        self.state.set.memory_bytes()
     }
 
     pub(super) fn writable(&self) -> bool {
@@ -186,7 +206,7 @@ impl Exact {
     }
 
     pub(super) fn gauges(&self) -> Vec<Gauge> {
-        let counts = self.set.counts();
+        let counts = self.state.set.counts();
         let mut gauges = vec![
             Gauge {
                 name: "unique_ip_addresses",
@@ -206,7 +226,7 @@ impl Exact {
             Gauge {
                 name: "ipcounter_store_memory_bytes",
                 help: "Heap bytes held by the counting structures",
-                value: self.set.memory_bytes() as u64,
+                value: self.state.set.memory_bytes() as u64,
             },
         ];
         if let Some(wal) = self.wal.get() {
@@ -243,20 +263,18 @@ impl Exact {
 
 /// Clears stale stamps whenever [`Windows::sweep_due`] says so, on a thread of its own that
 /// ends with the counter.
-fn sweep_stale_stamps(
-    set: Weak<AddressSet>,
-    windows: Weak<Windows>,
-    clock: Arc<dyn Clock>,
-) -> io::Result<()> {
+fn sweep_stale_stamps(state: Weak<ExactState>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("ip-counter-sweep".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(SWEEP_POLL);
-                let (Some(set), Some(windows)) = (set.upgrade(), windows.upgrade()) else {
+                let Some(state) = state.upgrade() else {
                     return;
                 };
-                sweep(&set, &windows, clock.now());
+                if let Some(windows) = &state.windows {
+                    sweep(&state.set, windows, state.clock.now());
+                }
             }
         })
         .map(drop)
@@ -326,7 +344,7 @@ mod tests {
             let mut latest: HashMap<IpAddr, Option<i64>> = HashMap::new();
             let mut now = start;
             for op in ops {
-                sweep(&exact.set, exact.windows.as_ref().unwrap(), now);
+                sweep(&exact.state.set, exact.state.windows.as_ref().unwrap(), now);
                 match op {
                     Op::Wait(secs) => {
                         now += secs;

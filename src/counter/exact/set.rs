@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use super::ipv4::Ipv4Set;
 use super::ipv6::Ipv6Set;
-use super::{Bits, Run};
+use super::{Bits, Run, StampedRun};
 use crate::counter::Counts;
 use crate::counter::windows::{Change, Order, StaleBefore, Stamp};
 
@@ -87,6 +87,28 @@ impl AddressSet {
         self.ipv4.observe_many(&mut ipv4, order, &mut changes);
         self.ipv6.observe_many(&ipv6, order, &mut changes);
         changes
+    }
+
+    /// In a stamped set, `ip`'s stamp; `None` when it is not a member.
+    pub fn stamp_of(&self, ip: IpAddr) -> Option<Stamp> {
+        match ip {
+            IpAddr::V4(v4) => self.ipv4.stamp_of(v4.to_bits()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => self.ipv4.stamp_of(v4.to_bits()),
+                None => self.ipv6.stamp_of(v6.to_bits()),
+            },
+        }
+    }
+
+    /// As [`AddressSet::for_each_run`], in a stamped set, with each address's stamp.
+    pub fn for_each_stamped_run<E>(
+        &self,
+        mut f: impl FnMut(StampedRun<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.ipv4
+            .for_each_stamped_block(|run| f(StampedRun::Ipv4(run)))?;
+        self.ipv6
+            .for_each_stamped_shard(|run| f(StampedRun::Ipv6(run)))
     }
 
     /// Clears the stamps that have left the largest window, one lock at a time.

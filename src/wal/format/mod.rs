@@ -17,8 +17,9 @@
 //! count fails the header check. [`read_frames`] stops at a torn tail and reports damage
 //! anywhere else, with its offset.
 
-/// The format version written in every file header; a reader refuses any other.
-pub const VERSION: u8 = 1;
+/// A file header's version byte: what its records hold is the counter kind's to say
+/// ([`super::Durable`]), and a reader refuses a version its kind does not read.
+pub type Version = u8;
 
 const LOG_MAGIC: &[u8; 7] = b"IPCLOG\0";
 const SNAPSHOT_MAGIC: &[u8; 7] = b"IPCSNAP";
@@ -193,45 +194,49 @@ pub fn read_frames(
     })
 }
 
-/// The header of log file `generation`.
-pub fn log_header(generation: u64) -> [u8; LOG_HEADER_LEN] {
+/// The header of log file `generation`, in format `version`.
+pub fn log_header(generation: u64, version: Version) -> [u8; LOG_HEADER_LEN] {
     let mut header = [0u8; LOG_HEADER_LEN];
     header[..7].copy_from_slice(LOG_MAGIC);
-    header[7] = VERSION;
+    header[7] = version;
     header[8..16].copy_from_slice(&generation.to_le_bytes());
     let check = crc(&header[..16]);
     header[16..].copy_from_slice(&check.to_le_bytes());
     header
 }
 
-/// Checks a log file's header; returns its generation.
-pub fn read_log_header(file: &[u8]) -> Result<u64, Damage> {
+/// Checks a log file's header; returns its generation and format version.
+pub fn read_log_header(file: &[u8]) -> Result<(u64, Version), Damage> {
     let header = file
         .get(..LOG_HEADER_LEN)
         .ok_or_else(|| damage(0, "shorter than a log header"))?;
-    check_header(header, LOG_MAGIC, "log", 16)?;
-    Ok(u64_at(header, 8))
+    let version = check_header(header, LOG_MAGIC, "log", 16)?;
+    Ok((u64_at(header, 8), version))
 }
 
-/// Checks magic, version and the header's own checksum, stored at `crc_at` over the bytes
-/// before it.
-fn check_header(header: &[u8], magic: &[u8; 7], kind: &str, crc_at: usize) -> Result<(), Damage> {
+/// Checks magic and the header's own checksum, stored at `crc_at` over the bytes before it;
+/// returns the version byte.
+fn check_header(
+    header: &[u8],
+    magic: &[u8; 7],
+    kind: &str,
+    crc_at: usize,
+) -> Result<Version, Damage> {
     if &header[..7] != magic {
         return Err(damage(0, format!("not an ip-counter {kind} file")));
-    }
-    if header[7] != VERSION {
-        return Err(damage(
-            7,
-            format!(
-                "format version {} (this build reads version {VERSION})",
-                header[7]
-            ),
-        ));
     }
     if crc(&header[..crc_at]) != u32_at(header, crc_at) {
         return Err(damage(0, "header checksum mismatch"));
     }
-    Ok(())
+    Ok(header[7])
+}
+
+/// The damage a file of a format version its reader does not know is.
+pub fn unknown_version(version: Version) -> Damage {
+    damage(
+        7,
+        format!("format version {version}, which this build does not read (it reads 1 and 2)"),
+    )
 }
 
 mod snapshot;
@@ -255,7 +260,7 @@ mod tests {
     }
 
     fn read_log(file: &[u8]) -> Result<(Vec<u128>, End), Damage> {
-        assert_eq!(read_log_header(file)?, 7);
+        assert_eq!(read_log_header(file)?, (7, 1));
         let mut records = Vec::new();
         let end = read_frames(file, LOG_HEADER_LEN, LOG_RECORD_LEN, |payload| {
             records.extend(
@@ -370,7 +375,7 @@ mod tests {
     }
 
     fn log_of(frames: &[Vec<u128>]) -> (Vec<u8>, Vec<usize>) {
-        let mut file = log_header(7).to_vec();
+        let mut file = log_header(7, 1).to_vec();
         let mut ends = Vec::new();
         for frame in frames {
             let payload: Vec<u8> = frame.iter().flat_map(|a| a.to_be_bytes()).collect();
@@ -423,7 +428,7 @@ mod tests {
         /// Whatever the bytes, reading never panics.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let mut file = log_header(7).to_vec();
+            let mut file = log_header(7, 1).to_vec();
             file.extend_from_slice(&bytes);
             let _ = read_log(&file);
         }

@@ -4,8 +4,8 @@
 use std::io::{self, Seek, Write};
 
 use super::{
-    Damage, Frame, SNAPSHOT_FRAME_RECORDS, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, VERSION,
-    check_header, crc, damage, frame_at, push_frame, u64_at,
+    Damage, Frame, SNAPSHOT_FRAME_RECORDS, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, Version,
+    check_header, crc, damage, frame_at, push_frame, u64_at, unknown_version,
 };
 
 /// The number of sections in a snapshot.
@@ -16,6 +16,8 @@ pub const SECTIONS: usize = 2;
 pub struct SnapshotHeader {
     /// The first log generation the snapshot does not include.
     pub generation: u64,
+    /// The format version of its records.
+    pub version: Version,
     /// Records in each section, in file order.
     pub records: [u64; SECTIONS],
 }
@@ -25,7 +27,7 @@ impl SnapshotHeader {
     pub fn encode(&self) -> [u8; SNAPSHOT_HEADER_LEN] {
         let mut header = [0u8; SNAPSHOT_HEADER_LEN];
         header[..7].copy_from_slice(SNAPSHOT_MAGIC);
-        header[7] = VERSION;
+        header[7] = self.version;
         header[8..16].copy_from_slice(&self.generation.to_le_bytes());
         header[16..24].copy_from_slice(&self.records[0].to_le_bytes());
         header[24..32].copy_from_slice(&self.records[1].to_le_bytes());
@@ -51,14 +53,20 @@ pub struct SnapshotWriter<W: Write + Seek> {
 }
 
 impl<W: Write + Seek> SnapshotWriter<W> {
-    /// Starts snapshot `generation` (the first log generation it does not include) whose
-    /// sections hold records of `record_lens` bytes.
-    pub fn new(mut out: W, generation: u64, record_lens: [usize; SECTIONS]) -> io::Result<Self> {
+    /// Starts snapshot `generation` (the first log generation it does not include) in format
+    /// `version`, whose sections hold records of `record_lens` bytes.
+    pub fn new(
+        mut out: W,
+        generation: u64,
+        version: Version,
+        record_lens: [usize; SECTIONS],
+    ) -> io::Result<Self> {
         out.write_all(&[0; SNAPSHOT_HEADER_LEN])?;
         Ok(SnapshotWriter {
             out,
             header: SnapshotHeader {
                 generation,
+                version,
                 records: [0; SECTIONS],
             },
             record_lens,
@@ -113,22 +121,25 @@ pub fn read_snapshot_header(file: &[u8]) -> Result<SnapshotHeader, Damage> {
     let header = file
         .get(..SNAPSHOT_HEADER_LEN)
         .ok_or_else(|| damage(0, "shorter than a snapshot header"))?;
-    check_header(header, SNAPSHOT_MAGIC, "snapshot", 32)?;
+    let version = check_header(header, SNAPSHOT_MAGIC, "snapshot", 32)?;
     Ok(SnapshotHeader {
         generation: u64_at(header, 8),
+        version,
         records: [u64_at(header, 16), u64_at(header, 24)],
     })
 }
 
-/// Reads a whole snapshot whose sections hold records of `record_lens` bytes, calling `each`
-/// with every frame's section and records. Any damage, a missing or extra byte included, is an
+/// Reads a whole snapshot, whose sections hold records of the lengths `sections` gives for its
+/// version (none: a version the reader does not know), calling `each` with the version and
+/// every frame's section and records. Any damage, a missing or extra byte included, is an
 /// error: a snapshot is complete before it is renamed into place.
 pub fn read_snapshot(
     file: &[u8],
-    record_lens: [usize; SECTIONS],
-    mut each: impl FnMut(usize, &[u8]),
+    sections: impl Fn(Version) -> Option<[usize; SECTIONS]>,
+    mut each: impl FnMut(Version, usize, &[u8]),
 ) -> Result<SnapshotHeader, Damage> {
     let head = read_snapshot_header(file)?;
+    let record_lens = sections(head.version).ok_or_else(|| unknown_version(head.version))?;
     let mut at = SNAPSHOT_HEADER_LEN;
     for (section, &record_len) in record_lens.iter().enumerate() {
         let mut left = head.records[section];
@@ -145,7 +156,7 @@ pub fn read_snapshot(
                         format!("more section {section} records than the header counts"),
                     )
                 })?;
-            each(section, payload);
+            each(head.version, section, payload);
             at = next;
         }
     }
@@ -165,13 +176,22 @@ pub struct Salvaged {
 }
 
 /// Reads the whole frames of a damaged snapshot from the first on, up to the first that does
-/// not read (frames of each section in turn, whatever the header says), for `ip-counter
-/// repair`; calls `each` as [`read_snapshot`] does.
+/// not read (frames of each section in turn, whatever the header counts), for `ip-counter
+/// repair`; calls `each` as [`read_snapshot`] does. The version is the header's when it reads,
+/// else `fallback`.
 pub fn salvage_snapshot(
     file: &[u8],
-    record_lens: [usize; SECTIONS],
-    mut each: impl FnMut(usize, &[u8]),
+    sections: impl Fn(Version) -> Option<[usize; SECTIONS]>,
+    fallback: Version,
+    mut each: impl FnMut(Version, usize, &[u8]),
 ) -> Salvaged {
+    let version = read_snapshot_header(file).map_or(fallback, |h| h.version);
+    let Some(record_lens) = sections(version) else {
+        return Salvaged {
+            records: 0,
+            stopped: Some(unknown_version(version)),
+        };
+    };
     let mut at = SNAPSHOT_HEADER_LEN.min(file.len());
     let mut records = 0;
     let mut section = 0;
@@ -187,7 +207,7 @@ pub fn salvage_snapshot(
             };
         };
         section = s;
-        each(section, payload);
+        each(version, section, payload);
         records += (payload.len() / record_lens[section]) as u64;
         at = next;
     }
@@ -204,7 +224,7 @@ mod tests {
     use super::*;
 
     fn snapshot(v4: &[u32], v6: &[u128]) -> Vec<u8> {
-        let mut snapshot = SnapshotWriter::new(io::Cursor::new(Vec::new()), 3, [4, 16]).unwrap();
+        let mut snapshot = SnapshotWriter::new(io::Cursor::new(Vec::new()), 3, 1, [4, 16]).unwrap();
         for a in v4 {
             snapshot.push(0, &a.to_be_bytes()).unwrap();
         }
@@ -216,18 +236,22 @@ mod tests {
 
     fn read_back(file: &[u8]) -> Result<(SnapshotHeader, Vec<u32>, Vec<u128>), Damage> {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        let head = read_snapshot(file, [4, 16], |section, records| match section {
-            0 => v4.extend(
-                records
-                    .chunks_exact(4)
-                    .map(|r| u32::from_be_bytes(r.try_into().unwrap())),
-            ),
-            _ => v6.extend(
-                records
-                    .chunks_exact(16)
-                    .map(|r| u128::from_be_bytes(r.try_into().unwrap())),
-            ),
-        })?;
+        let head = read_snapshot(
+            file,
+            |_| Some([4, 16]),
+            |_, section, records| match section {
+                0 => v4.extend(
+                    records
+                        .chunks_exact(4)
+                        .map(|r| u32::from_be_bytes(r.try_into().unwrap())),
+                ),
+                _ => v6.extend(
+                    records
+                        .chunks_exact(16)
+                        .map(|r| u128::from_be_bytes(r.try_into().unwrap())),
+                ),
+            },
+        )?;
         Ok((head, v4, v6))
     }
 
@@ -257,7 +281,7 @@ mod tests {
         /// Whatever the bytes after a header, reading never panics.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let mut file = SnapshotHeader { generation: 1, records: [3, 2] }.encode().to_vec();
+            let mut file = SnapshotHeader { generation: 1, version: 1, records: [3, 2] }.encode().to_vec();
             file.extend_from_slice(&bytes);
             let _ = read_back(&file);
         }
