@@ -15,7 +15,7 @@ use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::counter::Observation;
-use crate::parse::{EntryError, parse_access_line, parse_entry};
+use crate::parse::{EntryError, access_line_time, parse_access_line, parse_entry};
 
 /// Most line errors a [`Report`] lists; the rest are only counted.
 pub const MAX_LISTED_ERRORS: usize = 100;
@@ -46,7 +46,10 @@ impl LineFormat {
     pub fn parse_line(self, line: &[u8]) -> Result<Observation, EntryError> {
         match self {
             LineFormat::Ndjson => parse_entry(line),
-            LineFormat::Text => parse_access_line(line).map(Observation::untimed),
+            LineFormat::Text => parse_access_line(line).map(|ip| Observation {
+                ip,
+                time: access_line_time(line),
+            }),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroU32;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -127,6 +128,53 @@ pub fn parse_access_line(line: &[u8]) -> Result<IpAddr, EntryError> {
         .ok()
         .and_then(parse_ip)
         .ok_or_else(|| EntryError::InvalidIp(excerpt(&String::from_utf8_lossy(field))))
+}
+
+/// The time an access-log line carries, as the `combined` and `common` formats write it after
+/// the address: `[10/Oct/2000:13:55:36 -0700]`, the first `[` of the line. `None` when there is
+/// none or it does not read: the line then counts at its arrival.
+pub fn access_line_time(line: &[u8]) -> Option<NonZeroU32> {
+    let open = memchr::memchr(b'[', line)?;
+    let field = line.get(open + 1..open + 28)?;
+    if field[26] != b']' || field[2] != b'/' || field[6] != b'/' || field[11] != b':' {
+        return None;
+    }
+    let number = |at: usize, len: usize| -> Option<i32> {
+        let digits = field.get(at..at + len)?;
+        digits.iter().try_fold(0i32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i32::from(d - b'0'))
+        })
+    };
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let month = MONTHS.iter().position(|m| &field[3..6] == *m)? as u8 + 1;
+    let date = time::Date::from_calendar_date(
+        number(7, 4)?,
+        time::Month::try_from(month).ok()?,
+        u8::try_from(number(0, 2)?).ok()?,
+    )
+    .ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(number(12, 2)?).ok()?,
+        u8::try_from(number(15, 2)?).ok()?,
+        u8::try_from(number(18, 2)?).ok()?,
+    )
+    .ok()?;
+    let sign = match field[21] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    if field[20] != b' ' || field[14] != b':' || field[17] != b':' {
+        return None;
+    }
+    let offset = sign * (number(22, 2)? * 3600 + number(24, 2)? * 60);
+    let local = time::PrimitiveDateTime::new(date, clock)
+        .assume_utc()
+        .unix_timestamp();
+    event_time(local - i64::from(offset))
 }
 
 /// The fields of a log entry this service reads, as their raw JSON text (`null` counts as
@@ -954,6 +1002,36 @@ mod tests {
             time(r#"{"ip":"1.2.3.\u0034","timestamp":"2024-01-01T00:00:00Z"}"#),
             Some(1_704_067_200)
         );
+    }
+
+    #[test]
+    fn access_log_lines_carry_their_time() {
+        let time = |line: &str| access_line_time(line.as_bytes()).map(|t| t.get());
+        assert_eq!(
+            time(
+                r#"10.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326"#
+            ),
+            Some(971_211_336)
+        );
+        assert_eq!(
+            time(r#"83.150.59.250 - - [01/Jan/2024:00:00:00 +0000] "GET /a HTTP/1.1" 200 612"#),
+            Some(1_704_067_200)
+        );
+        assert_eq!(
+            time("2001:db8::1 - - [01/Jan/2024:01:30:00 +0130] \"GET /\" 200 1"),
+            Some(1_704_067_200)
+        );
+        for no_time in [
+            "192.0.2.7",
+            "192.0.2.7 - - [x] \"GET /\" 200 1",
+            "192.0.2.7 - - [31/Feb/2024:00:00:00 +0000]",
+            "192.0.2.7 - - [01/Foo/2024:00:00:00 +0000]",
+            "192.0.2.7 - - [01/Jan/2024:25:00:00 +0000]",
+            "192.0.2.7 - - [01/Jan/2024:00:00:00 *0000]",
+            "192.0.2.7 - - [01/Jan/2024:00:00:00 +0000",
+        ] {
+            assert_eq!(time(no_time), None, "{no_time}");
+        }
     }
 
     #[test]

@@ -73,15 +73,7 @@ impl Prometheus {
 
     /// The value of an instant query's single sample, if there is one yet.
     async fn query_one(&self, query: &str) -> Option<String> {
-        let reply = client()
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", query)])
-            .send()
-            .await
-            .ok()?;
-        let body: Value = reply.json().await.ok()?;
-        let result = body["data"]["result"].as_array()?;
-        match result.as_slice() {
+        match self.query(query).await?.as_slice() {
             [one] => one["value"][1].as_str().map(str::to_string),
             _ => None,
         }

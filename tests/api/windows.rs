@@ -19,6 +19,20 @@ fn ago(seconds: i64) -> String {
     humantime::format_rfc3339_seconds(then).to_string()
 }
 
+/// An access-log line's time field, `[02/Dec/2026:15:40:00 +0000]`, for `seconds` before now.
+fn clf_time(seconds: i64) -> String {
+    let rfc = ago(seconds); // 2026-12-02T15:40:00Z
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][rfc[5..7].parse::<usize>().unwrap() - 1];
+    format!(
+        "[{}/{month}/{}:{} +0000]",
+        &rfc[8..10],
+        &rfc[..4],
+        &rfc[11..19]
+    )
+}
+
 fn entry(ip: &str, seconds_ago: i64) -> Value {
     json!({"timestamp": ago(seconds_ago), "ip": ip, "url": "/"})
 }
@@ -91,7 +105,8 @@ async fn an_entry_too_far_ahead_counts_at_arrival_and_in_the_skew_counter() {
     );
 }
 
-/// NDJSON and JSON arrays carry each entry's time; access-log lines count at arrival.
+/// NDJSON and JSON arrays carry each entry's time, access-log lines the time in their brackets;
+/// a line without one counts at arrival.
 #[tokio::test]
 async fn batches_of_every_body_type_carry_their_times() {
     let app = TestApp::spawn_with(&["--persistence=off"]).await;
@@ -106,16 +121,18 @@ async fn batches_of_every_body_type_carry_their_times() {
         .post_raw(Some("application/json"), array.to_string())
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    let text = "192.0.2.33 - - [02/Dec/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 1\n";
+    let text = format!(
+        "192.0.2.33 - - {} \"GET / HTTP/1.1\" 200 1\n192.0.2.34 - - {} \"GET /\" 200 1\n192.0.2.35\n",
+        clf_time(20 * 60),
+        clf_time(3 * HOUR)
+    );
     let reply = app.post_raw(Some("text/plain"), text).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     let stats = app.stats_json().await;
-    assert_eq!(stats["unique_ip_addresses"], 4);
-    assert_eq!(
-        stats["windows"],
-        json!({"5m": 2, "1h": 2, "24h": 3}),
-        "{stats}"
-    );
+    assert_eq!(stats["unique_ip_addresses"], 6);
+    // .30 (10 s) and .35 (arrival) | .33 (20 min) | .31 (2 h), .34 (3 h) | .32 (30 h): total only.
+    let expected = json!({"5m": 2, "1h": 3, "24h": 5});
+    assert_eq!(stats["windows"], expected, "{stats}");
 }
 
 #[tokio::test]
