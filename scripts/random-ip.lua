@@ -34,9 +34,18 @@ if os.getenv("WRK_TIMESTAMP") == "now" then
    stamp = ""
 end
 
+-- WRK_POOL=N draws the addresses from N fixed ones instead (repeat traffic).
+local pool = tonumber(os.getenv("WRK_POOL") or "")
+
 function request()
-   local ip = string.format("%d.%d.%d.%d",
-      math.random(0, 255), math.random(0, 255), math.random(0, 255), math.random(0, 255))
+   local ip
+   if pool then
+      local i = math.random(0, pool - 1)
+      ip = string.format("10.%d.%d.%d", math.floor(i / 65536) % 256, math.floor(i / 256) % 256, i % 256)
+   else
+      ip = string.format("%d.%d.%d.%d",
+         math.random(0, 255), math.random(0, 255), math.random(0, 255), math.random(0, 255))
+   end
    local body = '{' .. stamp .. '"ip":"' .. ip .. '","url":"/load-test"}'
    return wrk.format("POST", "/logs", headers, body)
 end

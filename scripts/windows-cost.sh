@@ -4,7 +4,8 @@
 #   1. single entries under `make load-test`'s wrk load (every request a new random IPv4
 #      address, without a timestamp: counted at arrival, in every window), in rotating order,
 #      on's ratio to off in each round;
-#   2. bulk batches (examples/batch_ingest.rs: NDJSON entries timestamped over the last day,
+#   2. the same with repeats (WRK_POOL=20000: each address is logged again once a step);
+#   3. bulk batches (examples/batch_ingest.rs: NDJSON entries timestamped over the last day,
 #      and access-log text), off and on in rotating order.
 # Persistence is on (buffered) in both, as by default.
 #
@@ -28,7 +29,17 @@ mkdir -p "$OUT"
 variant_env() { case "$1" in off) echo "WINDOWS=" ;; on) : ;; esac; }
 # Entries without a timestamp: each counts at arrival, in every window.
 export WRK_TIMESTAMP=now
-compare_variants "Time windows off against on, single entries" "$BASE_PORT" off on
+# Each comparison in a subshell, whose exit stops its services.
+(compare_variants "Time windows off against on, single entries" "$BASE_PORT" off on)
+
+# Repeats: 20,000 addresses over and over, so that with windows on each is written to the log
+# again once a 5 s step (the cost of keeping the windows across restarts).
+echo
+(
+    export WRK_POOL=20000
+    compare_variants "Time windows off against on, repeats of 20,000 addresses" \
+        $((BASE_PORT + 10)) off on
+)
 
 echo
 echo "### Bulk batches, $ROUNDS rounds, ratio to WINDOWS= (off) in the same round"
