@@ -9,7 +9,8 @@
 //! - [`batch`]: many entries at once (NDJSON, JSON arrays, access-log text, gzip): lines →
 //!   [`parse`] → observations and a per-line report;
 //! - [`counter`]: the seam every caller records observations into and reads counts from, and
-//!   its kinds ([`counter::exact`]: every distinct address in memory);
+//!   its kinds ([`counter::exact`]: every distinct address in memory, with the time windows of
+//!   [`counter::windows`]);
 //! - [`wal`]: the write-ahead log of the data directory: records before they are counted,
 //!   snapshots, recovery; generic over what a counter kind logs;
 //! - [`metrics`]: the instruments, and the counter's gauges read at scrape time
