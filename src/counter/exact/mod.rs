@@ -145,8 +145,14 @@ impl Exact {
             return Ok(0);
         }
         // One record an address, its latest time.
-        seen.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(order.step(b.1).cmp(&order.step(a.1))));
-        seen.dedup_by_key(|e| e.0);
+        seen.sort_unstable_by_key(|&(ip, _)| ip);
+        seen.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same && order.newer(later.1, kept.1) {
+                kept.1 = later.1;
+            }
+            same
+        });
         let mut writer = wal.writer();
         let mut records = Vec::new();
         let mut new = false;
