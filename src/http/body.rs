@@ -24,10 +24,11 @@ pub(super) enum BodyType {
     Lines(LineFormat),
 }
 
-/// Bodies up to this many bytes, of a known length, are read and discarded after a refusal that
-/// did not need them, so that the connection stays open; larger or chunked ones get
+/// Bodies up to this many bytes, of a known length, are read and dropped as they arrive (never
+/// held) after a refusal that did not need them, so that the connection stays open and the
+/// client, which may still be sending, reads the reply; larger or chunked ones get
 /// `Connection: close`.
-const DRAIN_MAX_BYTES: u64 = 1 << 20;
+const DRAIN_MAX_BYTES: u64 = 8 << 20;
 
 /// Passes on `response` to a request whose body was not read: the body is drained when that is
 /// cheap, otherwise the reply closes the connection.
@@ -43,10 +44,24 @@ where
         .upper()
         .is_some_and(|n| n <= DRAIN_MAX_BYTES);
     let drained = small
-        && tokio::time::timeout(timeout.min(Duration::from_secs(1)), body.collect())
+        && tokio::time::timeout(timeout.min(Duration::from_secs(1)), discard(body))
             .await
-            .is_ok_and(|read| read.is_ok());
+            .is_ok_and(|read| read);
     if drained { response } else { close(response) }
+}
+
+/// Reads `body` to its end, dropping each chunk; whether it ended well.
+async fn discard<B>(body: B) -> bool
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = pin!(body);
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Adds `Connection: close`: hyper then closes the connection after this reply.

@@ -140,8 +140,10 @@ where
     // A known length is refused, or held against MAX_INFLIGHT_BODY_BYTES, before reading.
     let hint = body.size_hint();
     if hint.lower() > limit {
-        // Not worth reading to keep the connection: it is over the limit.
-        return close(rejected(&state, ApiError::BodyTooLarge { limit }));
+        // Read and dropped when that is cheap: a client still sending it would otherwise see
+        // the connection reset before it reads the 413.
+        let response = rejected(&state, ApiError::BodyTooLarge { limit });
+        return unread(body, response, state.request_timeout).await;
     }
     let held = match state.body_budget.reserve(hint.exact().unwrap_or(0)).await {
         Ok(held) => held,
