@@ -63,6 +63,7 @@ pub struct Order {
 
 impl Order {
     /// Stamps read at step `now`, up to `ahead` steps ahead of it.
+    #[cfg(test)]
     pub fn at(now: i64, ahead: i64) -> Order {
         Order { now, ahead }
     }

@@ -4,6 +4,28 @@ use std::net::IpAddr;
 
 use crate::counter::windows::Stamp;
 
+/// One address as bits, by family; an IPv4-mapped IPv6 address is IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// An IPv4 address.
+    V4(u32),
+    /// An IPv6 address, never IPv4-mapped.
+    V6(u128),
+}
+
+impl Family {
+    /// The bits of `ip`.
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(a) => Family::V4(a.to_bits()),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(a) => Family::V4(a.to_bits()),
+                None => Family::V6(a.to_bits()),
+            },
+        }
+    }
+}
+
 /// Addresses as bits, split by family; IPv4-mapped IPv6 addresses are IPv4.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Bits {
@@ -21,12 +43,9 @@ impl Bits {
             ipv6: Vec::new(),
         };
         for ip in ips {
-            match ip {
-                IpAddr::V4(a) => bits.ipv4.push(a.to_bits()),
-                IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                    Some(a) => bits.ipv4.push(a.to_bits()),
-                    None => bits.ipv6.push(a.to_bits()),
-                },
+            match Family::of(ip) {
+                Family::V4(a) => bits.ipv4.push(a),
+                Family::V6(a) => bits.ipv6.push(a),
             }
         }
         bits

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-pub use bits::{Bits, Run, StampedRun};
+pub use bits::{Bits, Family, Run, StampedRun};
 pub use durable::ExactState;
 pub use set::AddressSet;
 

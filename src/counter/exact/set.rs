@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use super::ipv4::Ipv4Set;
 use super::ipv6::Ipv6Set;
-use super::{Bits, Run, StampedRun};
+use super::{Bits, Family, Run, StampedRun};
 use crate::counter::Counts;
 use crate::counter::windows::{Change, Order, StaleBefore, Stamp};
 
@@ -56,12 +56,9 @@ impl AddressSet {
     /// In a stamped set, records `ip` seen at `stamp` (read with `order`): adds it, or moves it
     /// to a later stamp. Returns what changed, if anything.
     pub fn observe(&self, ip: IpAddr, stamp: Stamp, order: Order) -> Option<Change> {
-        match ip {
-            IpAddr::V4(v4) => self.ipv4.observe(v4.to_bits(), stamp, order),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => self.ipv4.observe(v4.to_bits(), stamp, order),
-                None => self.ipv6.observe(v6.to_bits(), stamp, order),
-            },
+        match Family::of(ip) {
+            Family::V4(a) => self.ipv4.observe(a, stamp, order),
+            Family::V6(a) => self.ipv6.observe(a, stamp, order),
         }
     }
 
@@ -75,12 +72,9 @@ impl AddressSet {
         let mut ipv4 = Vec::with_capacity(seen.len());
         let mut ipv6 = Vec::new();
         for (ip, stamp) in seen {
-            match ip {
-                IpAddr::V4(a) => ipv4.push((a.to_bits(), stamp)),
-                IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                    Some(a) => ipv4.push((a.to_bits(), stamp)),
-                    None => ipv6.push((a.to_bits(), stamp)),
-                },
+            match Family::of(ip) {
+                Family::V4(a) => ipv4.push((a, stamp)),
+                Family::V6(a) => ipv6.push((a, stamp)),
             }
         }
         let mut changes = Vec::new();
@@ -91,12 +85,9 @@ impl AddressSet {
 
     /// In a stamped set, `ip`'s stamp; `None` when it is not a member.
     pub fn stamp_of(&self, ip: IpAddr) -> Option<Stamp> {
-        match ip {
-            IpAddr::V4(v4) => self.ipv4.stamp_of(v4.to_bits()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => self.ipv4.stamp_of(v4.to_bits()),
-                None => self.ipv6.stamp_of(v6.to_bits()),
-            },
+        match Family::of(ip) {
+            Family::V4(a) => self.ipv4.stamp_of(a),
+            Family::V6(a) => self.ipv6.stamp_of(a),
         }
     }
 
@@ -121,12 +112,9 @@ impl AddressSet {
     ///
     /// Of any number of threads inserting the same new address at once, exactly one gets `true`.
     pub fn insert(&self, ip: IpAddr) -> bool {
-        match ip {
-            IpAddr::V4(v4) => self.ipv4.insert(v4.to_bits()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => self.ipv4.insert(v4.to_bits()),
-                None => self.ipv6.insert(v6.to_bits()),
-            },
+        match Family::of(ip) {
+            Family::V4(a) => self.ipv4.insert(a),
+            Family::V6(a) => self.ipv6.insert(a),
         }
     }
 
@@ -160,12 +148,9 @@ impl AddressSet {
 
     /// Whether `ip` has been seen.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match ip {
-            IpAddr::V4(v4) => self.ipv4.contains(v4.to_bits()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => self.ipv4.contains(v4.to_bits()),
-                None => self.ipv6.contains(v6.to_bits()),
-            },
+        match Family::of(ip) {
+            Family::V4(a) => self.ipv4.contains(a),
+            Family::V6(a) => self.ipv6.contains(a),
         }
     }
 
