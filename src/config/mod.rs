@@ -319,6 +319,8 @@ mod tests {
             "RUST_LOG",
             "LOG_FORMAT",
             "MAX_BODY_BYTES",
+            "WINDOWS",
+            "MAX_CLOCK_SKEW",
             "AUTH_TOKEN",
             "AUTH_TOKEN_FILE",
             "METRICS_AUTH_TOKEN",

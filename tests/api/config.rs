@@ -85,6 +85,8 @@ fn help_lists_every_setting_and_exits_0() {
         "RUST_LOG",
         "LOG_FORMAT",
         "MAX_BODY_BYTES",
+        "WINDOWS",
+        "MAX_CLOCK_SKEW",
     ] {
         assert!(
             run.stdout.contains(var),
