@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::counter::windows::Stamp;
+use crate::counter::windows::{Order, Stamp};
 
 /// One address as bits, by family; an IPv4-mapped IPv6 address is IPv4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,52 @@ impl Bits {
     pub fn is_empty(&self) -> bool {
         self.ipv4.is_empty() && self.ipv6.is_empty()
     }
+}
+
+/// Addresses seen with their stamps, split by family like [`Bits`], each family sorted by
+/// address and holding each address once, at its latest stamp.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sightings {
+    /// IPv4 addresses and their stamps.
+    pub ipv4: Vec<(u32, Stamp)>,
+    /// IPv6 addresses, none IPv4-mapped, and their stamps.
+    pub ipv6: Vec<(u128, Stamp)>,
+}
+
+impl Sightings {
+    /// `seen` split, sorted and reduced to each address's latest stamp (read with `order`).
+    pub fn latest(seen: impl ExactSizeIterator<Item = (IpAddr, Stamp)>, order: Order) -> Self {
+        let mut sightings = Sightings {
+            ipv4: Vec::with_capacity(seen.len()),
+            ipv6: Vec::new(),
+        };
+        for (ip, stamp) in seen {
+            match Family::of(ip) {
+                Family::V4(a) => sightings.ipv4.push((a, stamp)),
+                Family::V6(a) => sightings.ipv6.push((a, stamp)),
+            }
+        }
+        latest_of_each(&mut sightings.ipv4, order);
+        latest_of_each(&mut sightings.ipv6, order);
+        sightings
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ipv4.is_empty() && self.ipv6.is_empty()
+    }
+}
+
+/// Sorts `seen` by address and keeps one sighting of each, the latest.
+fn latest_of_each<A: Ord + Copy>(seen: &mut Vec<(A, Stamp)>, order: Order) {
+    seen.sort_unstable_by_key(|&(a, _)| a);
+    seen.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same && order.newer(later.1, kept.1) {
+            kept.1 = later.1;
+        }
+        same
+    });
 }
 
 /// A run of stored addresses, from [`AddressSet::for_each_run`](super::AddressSet::for_each_run).

@@ -15,9 +15,9 @@ use std::io::{self, Seek, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use super::{AddressSet, Bits, Run, StampedRun};
+use super::{AddressSet, Bits, Run, Sightings, StampedRun};
 use crate::counter::clock::Clock;
-use crate::counter::windows::{Stamp, WindowSettings, Windows};
+use crate::counter::windows::{Order, Stamp, WindowSettings, Windows};
 use crate::wal::Durable;
 use crate::wal::format::{SnapshotWriter, Version, records};
 
@@ -50,8 +50,11 @@ impl ExactState {
             }
             Some(windows) => {
                 let now = self.clock.now();
+                let order = windows.order(now);
                 let stamped = seen.map(|(ip, time)| (ip, windows.stamp_at(time, now)));
-                let changes = self.set.observe_many(stamped, windows.order(now));
+                let changes = self
+                    .set
+                    .observe_many(&Sightings::latest(stamped, order), order);
                 windows.apply(&changes, now);
             }
         }
@@ -66,12 +69,23 @@ pub fn log_record(ip: IpAddr) -> [u8; 16] {
     }
 }
 
-/// The version 2 log record of `ip` at `time`.
-pub fn timed_record(ip: IpAddr, time: u32) -> [u8; 20] {
-    let mut record = [0; 20];
-    record[..16].copy_from_slice(&log_record(ip));
-    record[16..].copy_from_slice(&time.to_le_bytes());
-    record
+/// The version 2 log records of `sightings`, each address with the time of its stamp, IPv4
+/// first.
+pub fn timed_records(sightings: &Sightings, windows: &Windows, order: Order) -> Vec<u8> {
+    let ipv4 = sightings
+        .ipv4
+        .iter()
+        .map(|&(a, stamp)| (Ipv4Addr::from_bits(a).to_ipv6_mapped(), stamp));
+    let ipv6 = sightings
+        .ipv6
+        .iter()
+        .map(|&(a, stamp)| (Ipv6Addr::from_bits(a), stamp));
+    let mut records = Vec::with_capacity(20 * (sightings.ipv4.len() + sightings.ipv6.len()));
+    for (a, stamp) in ipv4.chain(ipv6) {
+        records.extend(a.octets());
+        records.extend(windows.time_of(stamp, order).to_le_bytes());
+    }
+    records
 }
 
 /// The log records of `bits`, IPv4 first.
@@ -274,7 +288,8 @@ mod tests {
             let time = NonZeroU32::new((NOW - i64::from(i) * 2) as u32);
             seen.push((ip, windows.stamp(time, NOW)));
         }
-        let changes = state.set.observe_many(seen.iter().copied(), order);
+        let seen = Sightings::latest(seen.into_iter(), order);
+        let changes = state.set.observe_many(&seen, order);
         windows.apply(&changes, NOW);
         let counts = windows.counts(NOW);
         assert!(counts[0].1 > 0 && counts[1].1 > counts[0].1, "{counts:?}");
@@ -285,10 +300,7 @@ mod tests {
         assert_eq!(read.set.counts(), state.set.counts());
         assert_eq!(read.windows.as_ref().unwrap().counts(NOW), counts);
 
-        let log: Vec<u8> = seen
-            .iter()
-            .flat_map(|&(ip, stamp)| timed_record(ip, windows.time_of(stamp, order)))
-            .collect();
+        let log = timed_records(&seen, windows, order);
         let replayed = ExactState::new(Some(&settings()), clock.clone());
         replayed.replay(2, &log);
         assert_eq!(replayed.windows.as_ref().unwrap().counts(NOW), counts);

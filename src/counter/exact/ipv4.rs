@@ -197,20 +197,31 @@ impl Ipv4Set {
     /// Keeps only the addresses of `ips` (sorted) that are not members, locking each /16 block
     /// once.
     pub(super) fn retain_missing(&self, ips: &mut Vec<u32>) {
-        let mut kept = 0;
-        let mut at = 0;
-        while at < ips.len() {
-            let high = ips[at] >> 16;
-            let block = self.block(ips[at]).lock();
-            while at < ips.len() && ips[at] >> 16 == high {
-                if !block.contains(ips[at] as u16) {
-                    ips[kept] = ips[at];
+        self.retain_by_block(ips, |&ip| ip, |block, &ip| !block.contains(ip as u16));
+    }
+
+    /// Keeps the items of `items` (sorted by the address `ip` gives) for which `keep`, given
+    /// the address's block, says so; locks each /16 block once.
+    fn retain_by_block<T: Copy>(
+        &self,
+        items: &mut Vec<T>,
+        ip: impl Fn(&T) -> u32,
+        mut keep: impl FnMut(&Block, &T) -> bool,
+    ) {
+        debug_assert!(items.is_sorted_by_key(&ip));
+        let (mut kept, mut at) = (0, 0);
+        while at < items.len() {
+            let high = ip(&items[at]) >> 16;
+            let block = self.block(ip(&items[at])).lock();
+            while at < items.len() && ip(&items[at]) >> 16 == high {
+                if keep(&block, &items[at]) {
+                    items[kept] = items[at];
                     kept += 1;
                 }
                 at += 1;
             }
         }
-        ips.truncate(kept);
+        items.truncate(kept);
     }
 
     /// Calls `f` with the members of each non-empty /16 in ascending order, locking one block
@@ -257,16 +268,16 @@ impl Ipv4Set {
         Some(change)
     }
 
-    /// Records each `(ip, stamp)` of `seen` (sorted here) as [`Ipv4Set::observe`] does, locking
-    /// each /16 block once; pushes what changed onto `changes`.
+    /// Records each `(ip, stamp)` of `seen` (sorted by address) as [`Ipv4Set::observe`] does,
+    /// locking each /16 block once; pushes what changed onto `changes`.
     pub(super) fn observe_many(
         &self,
-        seen: &mut [(u32, Stamp)],
+        seen: &[(u32, Stamp)],
         order: Order,
         changes: &mut Vec<Change>,
     ) {
         debug_assert!(self.stamped);
-        seen.sort_unstable_by_key(|&(ip, _)| ip);
+        debug_assert!(seen.is_sorted_by_key(|&(ip, _)| ip));
         for group in seen.chunk_by(|a, b| a.0 >> 16 == b.0 >> 16) {
             let mut block = self.block(group[0].0).lock();
             let before = block.heap_bytes();
@@ -283,6 +294,25 @@ impl Ipv4Set {
                 self.heap.fetch_add(grown, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Keeps only the sightings of `seen` (sorted by address) that are not members or are
+    /// later than their member's stamp, locking each /16 block once; returns how many of
+    /// those kept are not members.
+    pub(super) fn retain_changing(&self, seen: &mut Vec<(u32, Stamp)>, order: Order) -> usize {
+        let mut new = 0;
+        self.retain_by_block(
+            seen,
+            |&(ip, _)| ip,
+            |block, &(ip, stamp)| match block.find(ip as u16) {
+                Ok(i) => order.newer(stamp, block.stamps[i]),
+                Err(_) => {
+                    new += 1;
+                    true
+                }
+            },
+        );
+        new
     }
 
     /// In a stamped set, `ip`'s stamp; `None` when it is not a member.

@@ -15,16 +15,15 @@ mod ipv6;
 mod set;
 
 use std::io;
-use std::net::IpAddr;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-pub use bits::{Bits, Family, Run, StampedRun};
+pub use bits::{Bits, Family, Run, Sightings, StampedRun};
 pub use durable::ExactState;
 pub use set::AddressSet;
 
 use super::clock::Clock;
-use super::windows::{Change, Stamp, WindowSettings, Windows};
+use super::windows::{Change, WindowSettings, Windows};
 use super::{Counts, Gauge, Observation};
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError, Wal};
 
@@ -106,7 +105,8 @@ impl Exact {
     }
 
     /// With windows: each observation stamped, and what changes (new addresses, addresses
-    /// seen at a later step) written first with its time, under the log's writer.
+    /// seen at a later step) written first with its time, under the log's writer: one record
+    /// an address, its latest time.
     fn record_timed(
         &self,
         windows: &Windows,
@@ -115,15 +115,22 @@ impl Exact {
         let set = &self.state.set;
         let now = self.state.clock.now();
         let order = windows.order(now);
-        let mut seen: Vec<(IpAddr, Stamp)> = observations
-            .iter()
-            .map(|o| (o.ip.to_canonical(), windows.stamp(o.time, now)))
-            .collect();
-        let observe = |seen: &[(IpAddr, Stamp)]| {
-            let changes = match seen {
-                [(ip, stamp)] => Vec::from_iter(set.observe(*ip, *stamp, order)),
-                _ => set.observe_many(seen.iter().copied(), order),
-            };
+        let stamped = |o: &Observation| (o.ip, windows.stamp(o.time, now));
+        let mut sightings = match observations {
+            [one] => {
+                let (ip, stamp) = stamped(one);
+                if self.wal.get().is_some()
+                    && set.stamp_of(ip).is_some_and(|at| !order.newer(stamp, at))
+                {
+                    // A repeat within its step: no lock, no write, as without windows.
+                    return Ok(0);
+                }
+                Sightings::latest(std::iter::once((ip, stamp)), order)
+            }
+            _ => Sightings::latest(observations.iter().map(stamped), order),
+        };
+        let observe = |sightings: &Sightings| {
+            let changes = set.observe_many(sightings, order);
             windows.apply(&changes, now);
             changes
                 .iter()
@@ -131,50 +138,21 @@ impl Exact {
                 .count() as u64
         };
         let Some(wal) = self.wal.get() else {
-            return Ok(observe(&seen));
+            return Ok(observe(&sightings));
         };
-        let changes = |seen: &[(IpAddr, Stamp)]| {
-            seen.iter()
-                .filter(|&&(ip, stamp)| set.stamp_of(ip).is_none_or(|at| order.newer(stamp, at)))
-                .count()
-        };
-        if let [_] = seen.as_slice()
-            && changes(&seen) == 0
-        {
-            // A repeat within its step: no lock, no write, as without windows.
+        let mut writer = wal.writer();
+        let new = set.retain_changing(&mut sightings, order);
+        if sightings.is_empty() {
             return Ok(0);
         }
-        // One record an address, its latest time.
-        seen.sort_unstable_by_key(|&(ip, _)| ip);
-        seen.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same && order.newer(later.1, kept.1) {
-                kept.1 = later.1;
-            }
-            same
-        });
-        let mut writer = wal.writer();
-        let mut records = Vec::new();
-        let mut new = false;
-        for &(ip, stamp) in &seen {
-            let at = set.stamp_of(ip);
-            if at.is_none_or(|at| order.newer(stamp, at)) {
-                new |= at.is_none();
-                records.extend(durable::timed_record(ip, windows.time_of(stamp, order)));
-            }
-        }
-        match if records.is_empty() {
-            Ok(())
-        } else {
-            writer.append(&records)
-        } {
+        match writer.append(&durable::timed_records(&sightings, windows, order)) {
             Ok(()) => {}
             // An address already counted keeps being acknowledged while the disk refuses: only
             // its later time is at risk, until the snapshot that repairs the log writes it.
-            Err(_) if !new => {}
+            Err(_) if new == 0 => {}
             Err(e) => return Err(e),
         }
-        Ok(observe(&seen))
+        Ok(observe(&sightings))
     }
 
     /// Each window's label and count now, shortest first; none with windows off.

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use super::ipv4::Ipv4Set;
 use super::ipv6::Ipv6Set;
-use super::{Bits, Family, Run, StampedRun};
+use super::{Bits, Family, Run, Sightings, StampedRun};
 use crate::counter::Counts;
 use crate::counter::windows::{Change, Order, StaleBefore, Stamp};
 
@@ -62,25 +62,26 @@ impl AddressSet {
         }
     }
 
-    /// Records every `(ip, stamp)` of `seen` as [`AddressSet::observe`] does, locking each part
-    /// of the set once; returns what changed.
-    pub fn observe_many(
-        &self,
-        seen: impl ExactSizeIterator<Item = (IpAddr, Stamp)>,
-        order: Order,
-    ) -> Vec<Change> {
-        let mut ipv4 = Vec::with_capacity(seen.len());
-        let mut ipv6 = Vec::new();
-        for (ip, stamp) in seen {
-            match Family::of(ip) {
-                Family::V4(a) => ipv4.push((a, stamp)),
-                Family::V6(a) => ipv6.push((a, stamp)),
-            }
-        }
+    /// Records every sighting as [`AddressSet::observe`] does, locking each part of the set
+    /// once; returns what changed.
+    pub fn observe_many(&self, sightings: &Sightings, order: Order) -> Vec<Change> {
         let mut changes = Vec::new();
-        self.ipv4.observe_many(&mut ipv4, order, &mut changes);
-        self.ipv6.observe_many(&ipv6, order, &mut changes);
+        self.ipv4.observe_many(&sightings.ipv4, order, &mut changes);
+        self.ipv6.observe_many(&sightings.ipv6, order, &mut changes);
         changes
+    }
+
+    /// Keeps only the sightings that [`AddressSet::observe_many`] would change (addresses not
+    /// in the set, or seen at a later stamp than theirs), locking each /16 block once; returns
+    /// how many of those kept are new.
+    pub fn retain_changing(&self, sightings: &mut Sightings, order: Order) -> usize {
+        let mut new = self.ipv4.retain_changing(&mut sightings.ipv4, order);
+        sightings.ipv6.retain(|&(ip, stamp)| {
+            let at = self.ipv6.stamp_of(ip);
+            new += usize::from(at.is_none());
+            at.is_none_or(|at| order.newer(stamp, at))
+        });
+        new
     }
 
     /// In a stamped set, `ip`'s stamp; `None` when it is not a member.
