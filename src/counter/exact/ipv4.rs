@@ -255,7 +255,8 @@ impl Ipv4Set {
     }
 
     /// Records `ip` seen at `stamp` in a stamped set; what changed, if anything.
-    pub(super) fn observe(&self, ip: u32, stamp: Stamp, order: Order) -> Option<Change> {
+    #[cfg(test)]
+    fn observe(&self, ip: u32, stamp: Stamp, order: Order) -> Option<Change> {
         debug_assert!(self.stamped);
         let mut block = self.block(ip).lock();
         let before = block.heap_bytes();
@@ -268,7 +269,7 @@ impl Ipv4Set {
         Some(change)
     }
 
-    /// Records each `(ip, stamp)` of `seen` (sorted by address) as [`Ipv4Set::observe`] does,
+    /// Records each `(ip, stamp)` of `seen` (sorted by address) as [`Block::observe`] does,
     /// locking each /16 block once; pushes what changed onto `changes`.
     pub(super) fn observe_many(
         &self,

@@ -233,18 +233,7 @@ impl Ipv6Set {
         Ok(())
     }
 
-    /// Records `ip` seen at `stamp` in a stamped set; what changed, if anything.
-    pub(super) fn observe(&self, ip: u128, stamp: Stamp, order: Order) -> Option<Change> {
-        let (hash, shard) = self.locate(ip);
-        let mut shard = self.shards[shard].0.lock();
-        let change = shard.observe(ip, hash, stamp, order, &self.hasher)?;
-        if let Change::Added(_) = change {
-            self.len.fetch_add(1, Ordering::Relaxed);
-        }
-        Some(change)
-    }
-
-    /// Records each `(ip, stamp)` of `seen` as [`Ipv6Set::observe`] does, locking each shard
+    /// Records each `(ip, stamp)` of `seen` as [`Blocks::observe`] does, locking each shard
     /// once; pushes what changed onto `changes`.
     pub(super) fn observe_many(
         &self,

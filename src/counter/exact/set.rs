@@ -53,17 +53,8 @@ impl AddressSet {
         }
     }
 
-    /// In a stamped set, records `ip` seen at `stamp` (read with `order`): adds it, or moves it
-    /// to a later stamp. Returns what changed, if anything.
-    pub fn observe(&self, ip: IpAddr, stamp: Stamp, order: Order) -> Option<Change> {
-        match Family::of(ip) {
-            Family::V4(a) => self.ipv4.observe(a, stamp, order),
-            Family::V6(a) => self.ipv6.observe(a, stamp, order),
-        }
-    }
-
-    /// Records every sighting as [`AddressSet::observe`] does, locking each part of the set
-    /// once; returns what changed.
+    /// In a stamped set, records each sighting: adds its address, or moves it to a later
+    /// stamp; locks each part of the set once and returns what changed.
     pub fn observe_many(&self, sightings: &Sightings, order: Order) -> Vec<Change> {
         let mut changes = Vec::new();
         self.ipv4.observe_many(&sightings.ipv4, order, &mut changes);
