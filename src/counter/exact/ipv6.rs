@@ -176,10 +176,8 @@ impl Ipv6Set {
 
     pub(super) fn insert(&self, ip: u128) -> bool {
         let (hash, shard) = self.locate(ip);
-        let new = self.shards[shard]
-            .0
-            .lock()
-            .insert(ip, hash, 0, &self.hasher);
+        let mut shard = self.shards[shard].0.lock();
+        let new = shard.insert(ip, hash, 0, &self.hasher);
         if new {
             // Under the lock, so a thread that next finds `ip` present also sees it counted.
             self.len.fetch_add(1, Ordering::Relaxed);
