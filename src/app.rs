@@ -112,11 +112,14 @@ impl App {
         let workers = Workers::start(threads)?;
         let router = ingest::router(self.state.clone());
         let ingest_state = self.state.clone();
+        let refusals = ingest::Refusals::default();
+        let refusals_state = self.state.clone();
         let ingest = serve(
             self.ingest,
             move |client| ingest::service(ingest_state.clone(), router.clone(), client),
             self.limits,
             self.ingest_tls.clone(),
+            Arc::new(move |client, status| refusals.note(&refusals_state, client, status)),
             &workers,
             stop_rx.clone(),
         );
@@ -126,6 +129,7 @@ impl App {
             move |_| metrics_service.clone(),
             self.limits,
             self.metrics_tls.clone(),
+            Arc::new(|_, _| {}),
             &workers,
             stop_rx,
         );

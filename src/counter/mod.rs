@@ -19,6 +19,7 @@ pub mod clock;
 pub mod exact;
 pub mod windows;
 
+use std::borrow::Cow;
 use std::io;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -75,12 +76,12 @@ impl Counts {
 }
 
 /// A value a counter kind exports as an unlabelled gauge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gauge {
     /// The metric name.
     pub name: &'static str,
     /// Its HELP text.
-    pub help: &'static str,
+    pub help: Cow<'static, str>,
     /// Its value now.
     pub value: u64,
 }
@@ -102,6 +103,8 @@ pub struct Counter {
     accepting: AtomicBool,
     /// How long [`Counter::wait_recovered`] waits (`REQUEST_TIMEOUT`).
     wait_limit: Duration,
+    /// Whether the counts outlive the process (a data directory), which their HELP says.
+    persistent: bool,
 }
 
 impl Counter {
@@ -123,6 +126,7 @@ impl Counter {
             recovered: watch::Sender::new(recovery.is_none()),
             accepting: AtomicBool::new(recovery.is_none()),
             wait_limit: recovery.unwrap_or_default(),
+            persistent: recovery.is_some(),
         })
     }
 
@@ -222,11 +226,36 @@ impl Counter {
             }
     }
 
-    /// The kind's gauges for `/metrics`: the counts, its memory, its data directory's state.
+    /// The gauges for `/metrics`: the counts, then the kind's own (its memory, its data
+    /// directory's state).
     pub fn gauges(&self) -> Vec<Gauge> {
-        match &self.kind {
+        let since = if self.persistent {
+            "since the data directory was created"
+        } else {
+            "since service start"
+        };
+        let counts = self.counts();
+        let mut gauges = vec![
+            Gauge {
+                name: "unique_ip_addresses",
+                help: Cow::Owned(format!("Total number of unique IP addresses seen {since}")),
+                value: counts.total(),
+            },
+            Gauge {
+                name: "unique_ipv4_addresses",
+                help: Cow::Owned(format!("Unique IPv4 addresses seen {since}")),
+                value: counts.ipv4,
+            },
+            Gauge {
+                name: "unique_ipv6_addresses",
+                help: Cow::Owned(format!("Unique IPv6 addresses seen {since}")),
+                value: counts.ipv6,
+            },
+        ];
+        gauges.extend(match &self.kind {
             Kind::Exact(exact) => exact.gauges(),
-        }
+        });
+        gauges
     }
 
     /// Writes a snapshot now, when there is a data directory; for tools that prepare one

@@ -10,14 +10,14 @@
 
 use std::borrow::Cow;
 use std::future::{Future, poll_fn};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router, middleware};
@@ -196,6 +196,37 @@ async fn admit(
     Ok(admitted)
 }
 
+/// Requests refused before routing (see [`super::server::OnRefused`]): each is counted, and a
+/// warning says how many at most once a minute, so that a shipper whose requests never parse
+/// is seen in the log without flooding it.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// When the last warning was written, and the refusals since.
+    since_warning: parking_lot::Mutex<(Option<Instant>, u64)>,
+}
+
+impl Refusals {
+    /// How often at most the warning is written.
+    const WARN_EVERY: Duration = Duration::from_secs(60);
+
+    /// Notes a request from `client` refused with `status`.
+    pub fn note(&self, state: &AppState, client: SocketAddr, status: StatusCode) {
+        state.metrics.request_refused(status);
+        let mut since = self.since_warning.lock();
+        since.1 += 1;
+        if since.0.is_none_or(|at| at.elapsed() >= Self::WARN_EVERY) {
+            tracing::warn!(
+                refused = since.1,
+                last_client = %client,
+                last_status = status.as_u16(),
+                "requests refused before routing: a malformed request line or header, a URI \
+                 too long or a head too large (LOG_LEVEL=debug logs each)"
+            );
+            *since = (Some(Instant::now()), 0);
+        }
+    }
+}
+
 /// Counts a refused request in the metrics and answers it.
 fn rejected(state: &AppState, e: ApiError) -> Response {
     state.metrics.entries_received(1);
@@ -273,6 +304,9 @@ fn log_one(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     })?;
     let new = state.counter.record_one(entry)?;
     state.metrics.entries_received(1);
+    if new {
+        state.metrics.new_addresses(1);
+    }
     Ok(logged(new, state.counter.counts().total()))
 }
 
@@ -304,6 +338,7 @@ fn log_batch(state: &AppState, format: BatchFormat, body: &[u8]) -> Result<Respo
     })?;
     let metrics = &state.metrics;
     metrics.entries_received(report.accepted + report.rejected);
+    metrics.new_addresses(new_ips);
     for &(reason, n) in &report.rejected_by_reason {
         metrics.entries_rejected(reason, n);
     }

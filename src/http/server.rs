@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use axum::response::Response;
 use hyper::Request;
 use hyper::body::Incoming;
@@ -22,6 +23,27 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use super::workers::Workers;
 use crate::http::tls::Tls;
+
+/// What a listener does with each request the HTTP layer refused before it reached the service
+/// (a malformed request line or header, 414, 431), given the status that was answered.
+pub type OnRefused = Arc<dyn Fn(SocketAddr, StatusCode) + Send + Sync>;
+
+/// The status hyper answers a request head it cannot parse with, or `None` when `e` is not such
+/// a refusal (the client left, a reply could not be written).
+fn refused_status(e: &hyper::Error) -> Option<StatusCode> {
+    if e.is_parse_too_large() {
+        // One predicate for both; only the message tells a long URI from a large head.
+        Some(if e.to_string().contains("URI") {
+            StatusCode::URI_TOO_LONG
+        } else {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        })
+    } else if e.is_parse() && !e.is_parse_status() && !e.is_parse_version_h2() {
+        Some(StatusCode::BAD_REQUEST)
+    } else {
+        None
+    }
+}
 
 /// What every connection of a listener is held to.
 #[derive(Debug, Clone, Copy)]
@@ -125,7 +147,7 @@ impl Drop for Serving {
 
 /// Accepts HTTP/1.1 connections on `listener` until `stop` turns true, then waits for the
 /// connections' requests in flight to finish. `service` makes each connection's service from
-/// the client's address.
+/// the client's address; `on_refused` hears of the requests refused before reaching it.
 ///
 /// A plain hyper connection per socket rather than `axum::serve`: the same transport as the bare
 /// baseline of `make load-test`, without protocol sniffing or upgrade support we do not use.
@@ -134,6 +156,7 @@ pub async fn serve<S>(
     service: impl Fn(IpAddr) -> S,
     limits: ConnectionLimits,
     tls: Option<Arc<Tls>>,
+    on_refused: OnRefused,
     workers: &Workers,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -194,6 +217,7 @@ pub async fn serve<S>(
             peer,
             acceptor: tls.as_ref().map(|tls| tls.acceptor()),
             watcher: graceful.watcher(),
+            on_refused: on_refused.clone(),
             activity,
             limits,
             stop: stop.clone(),
@@ -210,6 +234,7 @@ struct Connection {
     peer: SocketAddr,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     watcher: Watcher,
+    on_refused: OnRefused,
     activity: Arc<Activity>,
     limits: ConnectionLimits,
     /// Turns true at shutdown.
@@ -231,6 +256,7 @@ impl Connection {
             peer,
             acceptor,
             watcher,
+            on_refused,
             activity,
             limits,
             mut stop,
@@ -265,7 +291,13 @@ impl Connection {
                 },
             };
             if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                match refused_status(&e) {
+                    Some(status) => {
+                        tracing::debug!(%peer, %status, error = %e, "request refused before routing");
+                        on_refused(peer, status);
+                    }
+                    None => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                }
             }
             drop((permit, ended_tx));
         });

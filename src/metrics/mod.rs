@@ -15,7 +15,8 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use thread_local::ThreadLocal;
 
@@ -46,29 +47,33 @@ const REJECT_REASONS: [&str; 12] = [
 ];
 
 /// The ingest listener's routes as metric labels; any other path is `other`, so that scanners
-/// probing random paths cannot create unbounded label values.
-const ROUTES: [&str; 6] = [
+/// probing random paths cannot create unbounded label values. `unparsed` counts the requests
+/// refused before routing, whose head could not be read (a malformed request line, 414, 431).
+const ROUTES: [&str; 7] = [
     "/logs",
     "/health",
     "/ready",
     "/stats",
     "/openapi.json",
     "other",
+    "unparsed",
 ];
 
-/// Upper bounds of the request-duration buckets in seconds, 50µs × 4^k; `f64::MAX` is `+Inf`.
-const BUCKETS: [f64; 10] = [
-    0.000_05,
-    0.000_2,
-    0.000_8,
-    0.003_2,
-    0.012_8,
-    0.051_2,
-    0.204_8,
-    0.819_2,
-    3.276_8,
-    f64::MAX,
-];
+/// Where `other` and `unparsed` are in [`ROUTES`].
+const OTHER: usize = 5;
+const UNPARSED: usize = 6;
+
+/// Upper bounds of the request-duration buckets in seconds: 50µs × 2^k up to 3.3 s, then
+/// `f64::MAX` for `+Inf`. Doubling steps keep p99 within a factor of 2 from 100µs to 1 s.
+const BUCKETS: [f64; 18] = {
+    let mut buckets = [f64::MAX; 18];
+    let mut k = 0;
+    while k < buckets.len() - 1 {
+        buckets[k] = 0.000_05 * (1u32 << k) as f64;
+        k += 1;
+    }
+    buckets
+};
 
 /// An ingest route, as the `route` label of the request metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +82,8 @@ pub struct Route(usize);
 impl Route {
     /// The route a request path is counted under.
     pub fn of(path: &str) -> Route {
-        let known = ROUTES[..ROUTES.len() - 1].iter().position(|r| *r == path);
-        Route(known.unwrap_or(ROUTES.len() - 1))
+        let known = ROUTES[..OTHER].iter().position(|r| *r == path);
+        Route(known.unwrap_or(OTHER))
     }
 }
 
@@ -99,6 +104,11 @@ struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WindowLabel {
     window: String,
 }
@@ -109,6 +119,7 @@ struct WindowLabel {
 #[derive(Debug, Default)]
 struct Tally {
     entries_received: u64,
+    new_addresses: u64,
     entries_rejected: [u64; REJECT_REASONS.len()],
     /// (index into ROUTES, status) → requests; a handful of entries.
     requests: Vec<((usize, u16), u64)>,
@@ -126,6 +137,7 @@ struct RouteHistogram {
 impl Tally {
     fn add(&mut self, other: &Tally) {
         self.entries_received += other.entries_received;
+        self.new_addresses += other.new_addresses;
         for (sum, n) in self.entries_rejected.iter_mut().zip(other.entries_rejected) {
             *sum += n;
         }
@@ -166,6 +178,13 @@ impl Metrics {
             tallies: tallies.clone(),
         }));
         registry.register_collector(Box::new(process::ProcessCollector::new()));
+        let build = Family::<VersionLabel, Gauge>::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("ipcounter_build_info", "The running version", build);
         Metrics { registry, tallies }
     }
 
@@ -176,6 +195,11 @@ impl Metrics {
     /// Counts `n` log entries received.
     pub fn entries_received(&self, n: u64) {
         self.with_tally(|t| t.entries_received += n);
+    }
+
+    /// Counts `n` addresses counted for the first time.
+    pub fn new_addresses(&self, n: u64) {
+        self.with_tally(|t| t.new_addresses += n);
     }
 
     /// Counts `n` log entries rejected for `reason`, an entry error code of [`crate::http::error::ApiError::code`].
@@ -204,6 +228,11 @@ impl Metrics {
             h.count += 1;
             h.buckets[bucket] += 1;
         });
+    }
+
+    /// Counts a request refused before routing, with the `status` the HTTP layer answered.
+    pub fn request_refused(&self, status: StatusCode) {
+        self.with_tally(|t| t.count_request((UNPARSED, status.as_u16()), 1));
     }
 
     /// The whole exposition in OpenMetrics text.
@@ -262,6 +291,14 @@ impl Collector for TallyCollector {
             received.metric_type(),
         )?)?;
 
+        let new = ConstCounter::new(total.new_addresses);
+        new.encode(encoder.encode_descriptor(
+            "ipcounter_new_addresses",
+            "Addresses counted for the first time by this process",
+            None,
+            new.metric_type(),
+        )?)?;
+
         let mut family = encoder.encode_descriptor(
             "ipcounter_log_entries_rejected",
             "Log entries rejected, by reason (the error code of the reply)",
@@ -274,7 +311,7 @@ impl Collector for TallyCollector {
 
         let mut family = encoder.encode_descriptor(
             "ipcounter_http_requests",
-            "HTTP requests answered by the ingest listener, by route and status",
+            "HTTP requests answered by the ingest listener, by route and status (route unparsed: refused before routing)",
             None,
             MetricType::Counter,
         )?;
@@ -317,7 +354,7 @@ impl Collector for CounterCollector {
             let value = ConstGauge::new(gauge.value as i64);
             value.encode(encoder.encode_descriptor(
                 gauge.name,
-                gauge.help,
+                &gauge.help,
                 None,
                 value.metric_type(),
             )?)?;

@@ -9,14 +9,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use crate::helpers::{
-    OPENMETRICS_ACCEPT, TestApp, metric_sum, metric_value, require_tool, samples,
+    OPENMETRICS_ACCEPT, TestApp, metric_sum, metric_value, raw_http, require_tool, samples,
 };
 
 /// A series' labels other than `le`.
 type Labels = Vec<(String, String)>;
 
-const GAUGE_HELP: &str =
-    "# HELP unique_ip_addresses Total number of unique IP addresses seen since service start";
+/// The gauge's HELP with a data directory, as every [`TestApp`] has.
+const GAUGE_HELP: &str = "# HELP unique_ip_addresses Total number of unique IP addresses seen since the data directory was created";
 
 #[tokio::test]
 async fn the_default_exposition_is_prometheus_text_0_0_4() {
@@ -39,6 +39,14 @@ async fn the_default_exposition_is_prometheus_text_0_0_4() {
         reply.text
     );
     assert!(lines.contains(&"unique_ip_addresses 0"), "{}", reply.text);
+
+    let in_memory = TestApp::spawn_with(&["--persistence=off"]).await;
+    let text = in_memory.metrics_text().await;
+    assert!(
+        text.lines().any(|l| l
+            == "# HELP unique_ip_addresses Total number of unique IP addresses seen since service start"),
+        "{text}"
+    );
 
     let text_accept = app.metrics_with_accept("text/plain").await;
     assert_eq!(text_accept.status, 200);
@@ -201,6 +209,99 @@ async fn http_requests_are_counted_by_route_and_status() {
         assert!(
             s.label("route").is_some() && s.label("status").is_some(),
             "every request series has route and status labels: {s:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_refused_before_routing_are_counted_by_status() {
+    let app = TestApp::spawn().await;
+    let refused = |text: &str, status: &str| {
+        metric_sum(
+            text,
+            "ipcounter_http_requests_total",
+            &[("route", "unparsed"), ("status", status)],
+        )
+    };
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let large_head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
+            .repeat(10_000)
+    );
+    let cases: [(&[u8], u16); 4] = [
+        (b"NOT AN HTTP REQUEST\r\n\r\n", 400),
+        (b"POST /logs HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+        (long_uri.as_bytes(), 414),
+        (large_head.as_bytes(), 431),
+    ];
+    for (request, status) in cases {
+        let before = app.metrics_text().await;
+        let reply = raw_http(app.ingest, request).await;
+        assert_eq!(reply.status, status, "{}", reply.text);
+        let after = app.metrics_text().await;
+        let s = status.to_string();
+        assert_eq!(
+            refused(&after, &s) - refused(&before, &s),
+            1.0,
+            "a {status} refusal is counted once:\n{after}"
+        );
+    }
+    assert_eq!(app.unique_count().await, 0);
+}
+
+#[tokio::test]
+async fn new_addresses_and_the_build_are_exported() {
+    let app = TestApp::spawn().await;
+    for ip in ["198.18.2.1", "198.18.2.2", "198.18.2.1"] {
+        app.log_ip(ip).await;
+    }
+    app.post_raw(
+        Some("application/x-ndjson"),
+        "{\"ip\":\"198.18.2.2\"}\n{\"ip\":\"198.18.2.3\"}\n{\"ip\":\"nope\"}\n",
+    )
+    .await;
+    let text = app.metrics_text().await;
+    assert_eq!(metric_value(&text, "ipcounter_new_addresses_total"), 3.0);
+    assert_eq!(
+        metric_sum(
+            &text,
+            "ipcounter_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn duration_buckets_at_most_double_from_100us_to_1s() {
+    let app = TestApp::spawn().await;
+    app.log_ip("198.18.3.1").await;
+    let text = app.metrics_text().await;
+    let mut bounds: Vec<f64> = samples(&text)
+        .iter()
+        .filter(|s| {
+            s.name == "ipcounter_http_request_duration_seconds_bucket"
+                && s.has(&[("route", "/logs")])
+        })
+        .map(|s| s.label("le").unwrap().parse().unwrap())
+        .collect();
+    bounds.sort_by(f64::total_cmp);
+    let lo = bounds
+        .iter()
+        .rposition(|&b| b <= 0.0001)
+        .expect("a bucket at or below 100µs");
+    let hi = bounds
+        .iter()
+        .position(|&b| b >= 1.0)
+        .expect("a bucket at or above 1 s");
+    for pair in bounds[lo..=hi].windows(2) {
+        assert!(
+            pair[1] <= 2.0 * pair[0] * (1.0 + 1e-9),
+            "{} follows {}: {bounds:?}",
+            pair[1],
+            pair[0]
         );
     }
 }

@@ -190,45 +190,27 @@ impl Exact {
     }
 
     pub(super) fn gauges(&self) -> Vec<Gauge> {
-        let counts = self.state.set.counts();
-        let mut gauges = vec![
-            Gauge {
-                name: "unique_ip_addresses",
-                help: "Total number of unique IP addresses seen since service start",
-                value: counts.total(),
-            },
-            Gauge {
-                name: "unique_ipv4_addresses",
-                help: "Unique IPv4 addresses seen since service start",
-                value: counts.ipv4,
-            },
-            Gauge {
-                name: "unique_ipv6_addresses",
-                help: "Unique IPv6 addresses seen since service start",
-                value: counts.ipv6,
-            },
-            Gauge {
-                name: "ipcounter_store_memory_bytes",
-                help: "Heap bytes held by the counting structures",
-                value: self.state.set.memory_bytes() as u64,
-            },
-        ];
+        let mut gauges = vec![Gauge {
+            name: "ipcounter_store_memory_bytes",
+            help: "Heap bytes held by the counting structures".into(),
+            value: self.state.set.memory_bytes() as u64,
+        }];
         if let Some(wal) = self.wal.get() {
             let status = wal.status();
             gauges.extend([
                 Gauge {
                     name: "ipcounter_persistence_log_bytes",
-                    help: "Bytes in the current address log file",
+                    help: "Bytes in the current address log file".into(),
                     value: status.segment_bytes,
                 },
                 Gauge {
                     name: "ipcounter_persistence_writable",
-                    help: "1 while new addresses can be made durable; 0 after a failed sync until a snapshot succeeds",
+                    help: "1 while new addresses can be made durable; 0 after a failed sync until a snapshot succeeds".into(),
                     value: u64::from(status.refusing.is_none()),
                 },
                 Gauge {
                     name: "ipcounter_persistence_last_snapshot_timestamp_seconds",
-                    help: "When the last snapshot was written, in seconds since the Unix epoch (0: none yet)",
+                    help: "When the last snapshot was written, in seconds since the Unix epoch (0: none yet)".into(),
                     value: status.last_snapshot.unwrap_or(0),
                 },
             ]);

@@ -101,7 +101,6 @@ pub fn client() -> reqwest::Client {
         .expect("building the HTTP client")
 }
 
-/// The service built in-process on 127.0.0.1 with both ports chosen by the OS. Dropping it
 /// A reply read off a raw TCP connection.
 #[derive(Debug)]
 pub struct RawReply {
@@ -132,7 +131,6 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawReply {
     }
 }
 
-/// The status code of an HTTP/1.x response's status line.
 /// The `Content-Length` of a raw reply's head, 0 when it has none.
 pub fn content_length(head: &str) -> usize {
     head.lines()
@@ -144,6 +142,7 @@ pub fn content_length(head: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The status code of an HTTP/1.x response's status line.
 pub fn status_of(response: &str) -> u16 {
     response
         .strip_prefix("HTTP/1.")
