@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::{Reply, client};
 
+/// The service built in-process on 127.0.0.1 with both ports chosen by the OS. Dropping it
 /// shuts the service down.
 pub struct TestApp {
     /// Address of the ingest listener.
