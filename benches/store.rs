@@ -12,13 +12,18 @@
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{
     BatchSize, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
     criterion_main, measurement::WallTime,
 };
+use ip_counter::counter::clock::ManualClock;
 use ip_counter::counter::exact::AddressSet;
+use ip_counter::counter::windows::WindowSettings;
+use ip_counter::counter::{Counter, Observation, event_time};
+use ip_counter::wal::{DataDir, Durability, Settings};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roaring::RoaringBitmap;
@@ -330,12 +335,65 @@ fn ipv6_at_a_million(c: &mut Criterion) {
     group.finish();
 }
 
+/// The counter as `POST /logs` batches reach it, with its data directory (buffered, the
+/// default): 2 million fresh IPv4 addresses in batches of 10,000, each entry timestamped in
+/// the last day, with the default windows and without (`WINDOWS=`). The ratio of the two is
+/// the counting part of `make windows-cost`'s bulk figure, without HTTP, parsing or clients.
+fn record_batches(c: &mut Criterion) {
+    const NOW: i64 = 1_800_000_000;
+    let mut group = c.benchmark_group("record_batches");
+    let n = 2_000_000;
+    size_group(&mut group, n);
+    let mut rng = StdRng::seed_from_u64(12);
+    let observations: Vec<Observation> = ipv4s(n, 12)
+        .into_iter()
+        .map(|bits| Observation {
+            ip: v4(bits),
+            time: event_time(NOW - rng.random_range(0..86_400)),
+        })
+        .collect();
+    let settings = WindowSettings {
+        windows: [("5m", 300), ("1h", 3600), ("24h", 86_400)]
+            .map(|(label, secs)| (label.to_owned(), Duration::from_secs(secs)))
+            .into(),
+        max_clock_skew: Duration::from_secs(300),
+    };
+    for (name, windows) in [("windows off", None), ("windows on", Some(&settings))] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let dir = tempfile::tempdir().unwrap();
+                    let data_dir = DataDir::open(Settings {
+                        dir: dir.path().to_owned(),
+                        durability: Durability::Buffered,
+                        fsync_interval: Duration::from_secs(1),
+                        snapshot_interval: Duration::from_secs(3600),
+                    })
+                    .unwrap();
+                    let clock = Arc::new(ManualClock::at(NOW));
+                    let counter = Counter::exact(windows, Some(Duration::ZERO), clock).unwrap();
+                    counter.recover(&data_dir).unwrap();
+                    (counter, data_dir, dir)
+                },
+                |(counter, data_dir, dir)| {
+                    for batch in observations.chunks(10_000) {
+                        black_box(counter.record(batch).unwrap());
+                    }
+                    (counter, data_dir, dir)
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(700))
         .measurement_time(Duration::from_secs(2));
     targets = insert_ipv4, contains_ipv4, concurrent_insert_ipv4, batch_insert_ipv4, insert_ipv6,
-        ipv6_at_a_million
+        ipv6_at_a_million, record_batches
 }
 criterion_main!(benches);

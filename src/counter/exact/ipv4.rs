@@ -66,6 +66,12 @@ impl Block {
         let Err(at) = self.find(low) else {
             return false;
         };
+        self.insert_at(at, low, stamp, stamped);
+        true
+    }
+
+    /// Adds `low`, which is not a member, where [`Block::find`] said it would go.
+    fn insert_at(&mut self, at: usize, low: u16, stamp: Stamp, stamped: bool) {
         match &mut self.members {
             Members::Sparse(v) if v.len() == DENSE_AT => {
                 let mut bits = Box::new([0u64; BITSET_WORDS]);
@@ -102,7 +108,6 @@ impl Block {
                 }
             }
         }
-        true
     }
 
     /// Records `low` seen at `stamp` in a stamped block: added, or moved to a later stamp.
@@ -113,8 +118,8 @@ impl Block {
                 Some(Change::Moved { from, to: stamp })
             }
             Ok(_) => None,
-            Err(_) => {
-                self.insert(low, stamp, true);
+            Err(at) => {
+                self.insert_at(at, low, stamp, true);
                 Some(Change::Added(stamp))
             }
         }
