@@ -10,6 +10,7 @@
 
 pub mod count;
 pub mod data_dir;
+pub mod follow;
 pub mod logfile;
 mod post;
 pub mod send;

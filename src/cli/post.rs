@@ -23,9 +23,12 @@ pub enum SendError {
         /// What went wrong.
         source: io::Error,
     },
-    /// The service refused a batch, or could not be reached after every retry.
+    /// The service refused a batch.
     #[error("{0}")]
     Service(String),
+    /// The service could not be reached, or answered 429 or 5xx, on every retry.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// One batch of lines, on its way to a sending thread.
@@ -131,7 +134,7 @@ pub(super) fn post_batch(
             Err(e) => e.to_string(),
         };
         if attempt >= retries {
-            return Err(SendError::Service(format!(
+            return Err(SendError::Unreachable(format!(
                 "{url}: the {what} failed after {} attempts: {retryable}",
                 attempt + 1
             )));

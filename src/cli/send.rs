@@ -6,20 +6,25 @@
 //! from a shipper and its line numbers map back to the file. Each batch is gzip-compressed and
 //! posted by one of `--concurrency` threads; connection errors, 429 and 5xx are retried with
 //! exponential backoff, any other 4xx stops the run with the server's message.
+//!
+//! With `--follow`, and for standard input, lines go as they are written instead
+//! ([`crate::cli::follow`]). Exit status: 0 when every line was accepted, 1 when the run
+//! stopped early, 2 for a usage error, 3 when it finished but the service rejected lines.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use super::follow::{self, Source};
 pub use super::post::SendError;
-use super::post::{Job, post_batch, trusting};
+use super::post::{BatchReply, Job, post_batch, trusting};
 use crate::batch::{self, LineFormat};
 use crate::cli::logfile::{self, Input};
 
@@ -28,6 +33,16 @@ use crate::cli::logfile::{self, Input};
 pub struct SendArgs {
     /// Log files: NDJSON entries or access-log lines, plain or gzip; standard input when none or `-`
     pub files: Vec<PathBuf>,
+
+    /// Keep reading the files as they grow, as `tail -F` does (through rotation by rename or
+    /// truncation, and files that appear later), sending a batch when it is full or a second old
+    #[arg(long, requires = "files")]
+    pub follow: bool,
+
+    /// With --follow: where each file's acknowledged position is kept, so that a restart goes
+    /// on from there
+    #[arg(long, value_name = "FILE", default_value = "ip-counter-send.state")]
+    pub state: PathBuf,
 
     /// The service: its base URL (`http://host:5000`, `/logs` is appended) or the full
     /// `POST /logs` URL; `https://` for a service with TLS_CERT
@@ -82,30 +97,122 @@ pub struct Sent {
 /// Most rejected lines reported on stderr over a whole run.
 const MAX_NOTED_ERRORS: usize = 10;
 
-/// Sends every line of `inputs` to the service at `args.to`; `note` receives the rejected lines
-/// the service listed, as `input:line: message`.
+/// How long a followed or streamed run waits before trying an unreachable service again.
+const RETRY_UNREACHABLE: Duration = Duration::from_secs(5);
+
+/// The service's end of a run: where batches go, how, and how often they are retried.
+pub struct Sender {
+    agent: ureq::Agent,
+    url: String,
+    authorization: Option<String>,
+    retries: u32,
+    /// Lines per batch.
+    pub(super) batch_lines: u64,
+    /// The line format of every input, when given.
+    pub(super) format: Option<LineFormat>,
+    /// Rejected lines reported so far.
+    noted: Mutex<usize>,
+}
+
+impl Sender {
+    /// A sender for `args`; fails when `--cacert` cannot be read.
+    pub fn new(args: &SendArgs) -> Result<Sender, SendError> {
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_global(Some(Duration::from_secs(120)));
+        if let Some(path) = &args.cacert {
+            config = config.tls_config(trusting(path)?);
+        }
+        Ok(Sender {
+            agent: config.build().into(),
+            url: logs_url(&args.to),
+            authorization: args.token.as_ref().map(|token| format!("Bearer {token}")),
+            retries: args.retries,
+            batch_lines: u64::from(args.batch_lines),
+            format: args.format,
+            noted: Mutex::new(0),
+        })
+    }
+
+    /// Posts `job` (with `--retries`) and adds its reply to `sent`; `note` gets the first
+    /// rejected lines of the run, as `input:line: message`.
+    fn post(&self, job: &Job, sent: &Mutex<Sent>, note: &impl Fn(&str)) -> Result<(), SendError> {
+        let authorization = self.authorization.as_deref();
+        let reply = post_batch(&self.agent, &self.url, authorization, job, self.retries)?;
+        self.tally(
+            job,
+            &reply,
+            &mut sent.lock().expect("no thread panics"),
+            note,
+        );
+        Ok(())
+    }
+
+    fn tally(&self, job: &Job, reply: &BatchReply, t: &mut Sent, note: &impl Fn(&str)) {
+        t.lines += count_lines(&job.body);
+        t.requests += 1;
+        t.accepted += reply.accepted;
+        t.rejected += reply.rejected;
+        // The count never goes down: the largest reply is the latest.
+        t.unique_ips = t.unique_ips.max(reply.unique_ips);
+        let mut n = self.noted.lock().expect("no thread panics");
+        for e in reply.errors.iter().take(MAX_NOTED_ERRORS - *n) {
+            let line = job.first_line + e.line - 1;
+            note(&format!("{}:{line}: {}", job.input, e.message));
+            *n += 1;
+        }
+    }
+
+    /// Posts `job` until it is delivered, trying an unreachable service again every few
+    /// seconds; `false` when `stop` turned true first. A refusal (4xx) is an error.
+    pub(super) fn post_until_delivered(
+        &self,
+        job: &Job,
+        stop: &AtomicBool,
+        sent: &mut Sent,
+        note: &impl Fn(&str),
+    ) -> Result<bool, SendError> {
+        let authorization = self.authorization.as_deref();
+        loop {
+            match post_batch(&self.agent, &self.url, authorization, job, self.retries) {
+                Ok(reply) => {
+                    self.tally(job, &reply, sent, note);
+                    return Ok(true);
+                }
+                Err(SendError::Unreachable(why)) => {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(false);
+                    }
+                    eprintln!(
+                        "ip-counter send: {why}; trying again in {}s",
+                        RETRY_UNREACHABLE.as_secs()
+                    );
+                    let until = Instant::now() + RETRY_UNREACHABLE;
+                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Sends every line of `inputs` to the service; `note` receives the rejected lines the
+/// service listed, as `input:line: message`.
 pub fn send_inputs(
     inputs: &[Input],
     args: &SendArgs,
     progress: &ProgressBar,
     note: impl Fn(&str) + Sync,
 ) -> Result<Sent, SendError> {
-    let url = logs_url(&args.to);
-    let authorization = args.token.as_ref().map(|token| format!("Bearer {token}"));
-    let mut config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(120)));
-    if let Some(path) = &args.cacert {
-        config = config.tls_config(trusting(path)?);
-    }
-    let agent: ureq::Agent = config.build().into();
+    let sender = Sender::new(args)?;
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(usize::from(args.concurrency));
     let jobs_rx = Mutex::new(jobs_rx);
     let stop = AtomicBool::new(false);
     let failure = Mutex::new(None::<SendError>);
     let totals = Mutex::new(Sent::default());
-    let noted = Mutex::new(0usize);
 
     thread::scope(|scope| {
         for _ in 0..args.concurrency {
@@ -116,32 +223,14 @@ pub fn send_inputs(
                     if stop.load(Ordering::Relaxed) {
                         continue;
                     }
-                    match post_batch(&agent, &url, authorization.as_deref(), &job, args.retries) {
-                        Ok(reply) => {
-                            let mut t = totals.lock().expect("no thread panics");
-                            t.requests += 1;
-                            t.accepted += reply.accepted;
-                            t.rejected += reply.rejected;
-                            // The count never goes down: the largest reply is the latest.
-                            t.unique_ips = t.unique_ips.max(reply.unique_ips);
-                            drop(t);
-                            let mut n = noted.lock().expect("no thread panics");
-                            for e in reply.errors.iter().take(MAX_NOTED_ERRORS - *n) {
-                                let line = job.first_line + e.line - 1;
-                                note(&format!("{}:{line}: {}", job.input, e.message));
-                                *n += 1;
-                            }
-                        }
-                        Err(e) => {
-                            stop.store(true, Ordering::Relaxed);
-                            failure.lock().expect("no thread panics").get_or_insert(e);
-                        }
+                    if let Err(e) = sender.post(&job, &totals, &note) {
+                        stop.store(true, Ordering::Relaxed);
+                        failure.lock().expect("no thread panics").get_or_insert(e);
                     }
                 }
             });
         }
         let read = read_batches(inputs, args, progress, &stop, |job| {
-            totals.lock().expect("no thread panics").lines += count_lines(&job.body);
             // Fails only when every sending thread is gone, which `stop` already reports.
             let _ = jobs_tx.send(job);
         });
@@ -256,14 +345,21 @@ fn read_batches(
 }
 
 /// Runs `ip-counter send`: prints what was sent and the service's final count on stdout,
-/// the first rejected lines on stderr; exit 1 when it stopped early.
+/// the first rejected lines on stderr; the exit status says whether every line was accepted.
 pub fn run(args: &SendArgs) -> ExitCode {
     let inputs = Input::from_args(&args.files);
-    let progress = logfile::progress_bar(&inputs);
-    let result = send_inputs(&inputs, args, &progress, |line| {
-        progress.suspend(|| eprintln!("ip-counter send: rejected: {line}"));
-    });
-    progress.finish_and_clear();
+    let note = |line: &str| eprintln!("ip-counter send: rejected: {line}");
+    let result = match streamed(args, &inputs) {
+        Some(source) => streaming(args, source, note),
+        None => {
+            let progress = logfile::progress_bar(&inputs);
+            let sent = send_inputs(&inputs, args, &progress, |line| {
+                progress.suspend(|| note(line))
+            });
+            progress.finish_and_clear();
+            sent
+        }
+    };
     let sent = match result {
         Ok(sent) => sent,
         Err(e) => {
@@ -281,7 +377,44 @@ pub fn run(args: &SendArgs) -> ExitCode {
         )
     };
     let _ = writeln!(io::stdout(), "{text}");
-    ExitCode::SUCCESS
+    if sent.rejected > 0 {
+        ExitCode::from(EXIT_REJECTED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The exit status of a run that finished with lines the service rejected.
+pub const EXIT_REJECTED: u8 = 3;
+
+/// What to stream rather than read to the end: the files with `--follow`, standard input
+/// alone; `None` for files read once (posted `--concurrency` at a time).
+fn streamed(args: &SendArgs, inputs: &[Input]) -> Option<Source> {
+    if args.follow {
+        let paths = inputs.iter().filter_map(|input| match input {
+            Input::File(path) => Some(path.clone()),
+            Input::Stdin => None,
+        });
+        return Some(Source::Files {
+            paths: paths.collect(),
+            state: args.state.clone(),
+        });
+    }
+    (inputs == [Input::Stdin]).then_some(Source::Stdin)
+}
+
+/// Streams `source` until it ends or SIGINT/SIGTERM (a second one exits at once).
+fn streaming(args: &SendArgs, source: Source, note: impl Fn(&str)) -> Result<Sent, SendError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let registered = signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()));
+        registered.map_err(|source| SendError::Input {
+            input: "signal handlers".into(),
+            source,
+        })?;
+    }
+    follow::stream(source, &Sender::new(args)?, stop, note)
 }
 
 #[cfg(test)]
@@ -309,6 +442,8 @@ mod tests {
         std::fs::write(&path, data).unwrap();
         let args = SendArgs {
             files: vec![path.clone()],
+            follow: false,
+            state: PathBuf::new(),
             to: String::new(),
             format: None,
             batch_lines,

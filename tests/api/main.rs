@@ -19,6 +19,7 @@ mod persistence;
 mod prometheus;
 mod schemathesis;
 mod send;
+mod send_follow;
 mod shutdown;
 mod tls;
 mod windows;

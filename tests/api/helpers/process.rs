@@ -139,7 +139,9 @@ pub fn run_command(program: &std::path::Path, args: &[&str], timeout: Duration) 
 
 /// Waits for `child` (described as `what`) to exit and collects its output; kills it and fails
 /// the test after `timeout`.
-fn finish(mut child: Child, what: &str, timeout: Duration) -> Finished {
+/// Waits for `child` (started with its output piped) to exit, collecting its output; kills it
+/// and fails after `timeout`.
+pub fn finish(mut child: Child, what: &str, timeout: Duration) -> Finished {
     let read_all = |mut stream: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
