@@ -2,6 +2,7 @@
 # Installs, via apt, the system tools the tests and the load test need, and only those missing.
 #
 #   scripts/install-test-deps.sh            # test deps: prometheus + promtool, nginx, curl,
+#                                           # syslog-ng with its http module,
 #                                           # and schemathesis in target/tools/venv (pip)
 #   scripts/install-test-deps.sh --load     # also wrk, for scripts/load-test.sh
 #   scripts/install-test-deps.sh --load-only
@@ -39,6 +40,9 @@ if [ "$want_test" = 1 ]; then
     need promtool prometheus
     [ -x /usr/sbin/nginx ] || need nginx nginx    # tests/api/nginx.rs: a real access log
     need curl curl      # ... requested from several 127.x source addresses
+    # tests/api/syslog_ng.rs: deploy/syslog-ng/ip-counter.conf in a real syslog-ng
+    [ -x /usr/sbin/syslog-ng ] || need syslog-ng syslog-ng-core
+    compgen -G '/usr/lib/syslog-ng/*/libhttp.so' >/dev/null || missing_pkgs+=(syslog-ng-mod-http)
 fi
 if [ "$want_load" = 1 ]; then
     need wrk wrk
@@ -76,6 +80,8 @@ for p in "${missing_pkgs[@]}"; do
     case "$p" in
         prometheus) command -v prometheus >/dev/null && command -v promtool >/dev/null || still+=("$p") ;;
         nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || still+=("$p") ;;
+        syslog-ng-core) [ -x /usr/sbin/syslog-ng ] || still+=("$p") ;;
+        syslog-ng-mod-http) compgen -G '/usr/lib/syslog-ng/*/libhttp.so' >/dev/null || still+=("$p") ;;
         *) command -v "$p" >/dev/null || still+=("$p") ;;
     esac
 done

@@ -21,5 +21,6 @@ mod schemathesis;
 mod send;
 mod send_follow;
 mod shutdown;
+mod syslog_ng;
 mod tls;
 mod windows;
