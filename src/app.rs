@@ -68,6 +68,7 @@ impl App {
             limits: ConnectionLimits {
                 max_connections: config.http.max_connections,
                 request_timeout: config.http.request_timeout,
+                proxy_protocol: config.http.proxy_protocol,
             },
             ingest_tls: config.http.ingest_tls,
             metrics_tls: config.http.metrics_tls,
@@ -127,7 +128,11 @@ impl App {
         let metrics = serve(
             self.metrics,
             move |_| metrics_service.clone(),
-            self.limits,
+            // Scrapes come from Prometheus directly, never through the ingest's balancer.
+            ConnectionLimits {
+                proxy_protocol: false,
+                ..self.limits
+            },
             self.metrics_tls.clone(),
             Arc::new(|_, _| {}),
             &workers,

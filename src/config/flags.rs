@@ -99,6 +99,12 @@ pub struct Flags {
     #[arg(long, env = "RATE_LIMIT_PER_IP", default_value_t = 0)]
     pub rate_limit_per_ip: u32,
 
+    /// `on`: every ingest connection starts with a PROXY protocol header (v1 or v2, as haproxy's
+    /// send-proxy sends it) naming the client; connections without one are closed. Only behind
+    /// a balancer that sends it, since the header is believed
+    #[arg(long, env = "PROXY_PROTOCOL", value_enum, default_value_t = Switch::Off)]
+    pub proxy_protocol: Switch,
+
     /// Deadline for a request's headers, and again for its body; also how long an idle
     /// keep-alive connection stays open. E.g. `500ms`, `30s`, `1m`
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

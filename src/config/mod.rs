@@ -142,6 +142,7 @@ impl Flags {
                 request_timeout: self.request_timeout,
                 max_connections: self.max_connections,
                 rate_limit_per_ip: self.rate_limit_per_ip,
+                proxy_protocol: self.proxy_protocol == Switch::On,
                 ingest_tokens,
                 metrics_tokens: self.metrics_auth_token,
                 ingest_tls,
@@ -237,6 +238,13 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_is_off_unless_asked_and_only_on_the_ingest_listener() {
+        assert!(!parse(&[]).unwrap().http.proxy_protocol);
+        assert!(parse(&["--proxy-protocol=on"]).unwrap().http.proxy_protocol);
+        assert!(invalid(&["--proxy-protocol=v2"]).contains("PROXY_PROTOCOL"));
+    }
+
+    #[test]
     fn a_bad_port_is_one_line_naming_the_variable() {
         let msg = invalid(&["--log-port=70000"]);
         assert!(
@@ -327,6 +335,7 @@ mod tests {
             "RATE_LIMIT_PER_IP",
             "REQUEST_TIMEOUT",
             "MAX_CONNECTIONS",
+            "PROXY_PROTOCOL",
             "TLS_CERT",
             "TLS_KEY",
             "METRICS_TLS_CERT",

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ingest;
+pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod scrape;
 pub mod server;
@@ -36,6 +37,8 @@ pub struct Settings {
     pub max_connections: u32,
     /// `RATE_LIMIT_PER_IP`: `POST /logs` requests a second per client address; 0: no limit.
     pub rate_limit_per_ip: u32,
+    /// `PROXY_PROTOCOL`: ingest connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Tokens `POST /logs` requires (`AUTH_TOKEN`, `AUTH_TOKEN_FILE`), when set.
     pub ingest_tokens: Option<Tokens>,
     /// Tokens `GET /metrics` requires (`METRICS_AUTH_TOKEN`), when set.

@@ -54,6 +54,9 @@ pub struct ConnectionLimits {
     /// from connecting or from the previous reply (request bodies have their own deadline in
     /// [`super::ingest`]).
     pub request_timeout: Duration,
+    /// `PROXY_PROTOCOL`: each connection starts with a PROXY protocol header naming the client
+    /// ([`super::proxy_protocol`]); one without is closed, counted as refused with 400.
+    pub proxy_protocol: bool,
 }
 
 /// When a connection last finished a request, or that it is serving one now.
@@ -153,7 +156,7 @@ impl Drop for Serving {
 /// baseline of `make load-test`, without protocol sniffing or upgrade support we do not use.
 pub async fn serve<S>(
     listener: TcpListener,
-    service: impl Fn(IpAddr) -> S,
+    service: impl Fn(IpAddr) -> S + Send + Sync + 'static,
     limits: ConnectionLimits,
     tls: Option<Arc<Tls>>,
     on_refused: OnRefused,
@@ -165,6 +168,7 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let service = Arc::new(service);
     let graceful = GracefulShutdown::new();
     // A permit per open connection, taken before accepting: past the limit, new connections
     // wait in the kernel's listen queue instead of costing memory here.
@@ -198,20 +202,23 @@ pub async fn serve<S>(
             }
         };
         let activity = Arc::new(Activity::new());
-        let inner = service(peer.ip());
-        let watched = {
-            let activity = activity.clone();
-            hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                activity.begin(hyper::body::Body::is_end_stream(request.body()));
-                request.extensions_mut().insert(activity.phase.clone());
-                let serving = Serving(activity.clone());
-                let reply = inner.call(request);
-                async move {
-                    let reply = reply.await;
-                    drop(serving);
-                    reply
-                }
-            })
+        // Made once the client is known: behind a PROXY header, after reading it.
+        let make_service = {
+            let (service, activity) = (service.clone(), activity.clone());
+            move |client: IpAddr| {
+                let inner = service(client);
+                hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                    activity.begin(hyper::body::Body::is_end_stream(request.body()));
+                    request.extensions_mut().insert(activity.phase.clone());
+                    let serving = Serving(activity.clone());
+                    let reply = inner.call(request);
+                    async move {
+                        let reply = reply.await;
+                        drop(serving);
+                        reply
+                    }
+                })
+            }
         };
         let connection = Connection {
             peer,
@@ -223,7 +230,7 @@ pub async fn serve<S>(
             stop: stop.clone(),
             _permit: permit,
         };
-        workers.run(move || connection.serve(stream, watched));
+        workers.run(move || connection.serve(stream, make_service));
     }
     drop(listener);
     graceful.shutdown().await;
@@ -247,8 +254,9 @@ impl Connection {
     /// Serves the connection on the current runtime: the TLS handshake if any, then HTTP/1.1
     /// until the client leaves, with a watchdog that closes it when it stays silent, and at
     /// shutdown unless it is answering a request whose body has arrived.
-    fn serve<S>(self, stream: std::net::TcpStream, watched: S)
+    fn serve<F, S>(self, stream: std::net::TcpStream, make_service: F)
     where
+        F: FnOnce(IpAddr) -> S + Send + 'static,
         S: hyper::service::HttpService<Incoming, ResBody = axum::body::Body> + Send + 'static,
         S::Future: Send + 'static,
     {
@@ -271,6 +279,22 @@ impl Connection {
         };
         let (ended_tx, ended_rx) = oneshot::channel::<()>();
         let serving = tokio::spawn(async move {
+            let mut stream = stream;
+            let client = if limits.proxy_protocol {
+                match super::proxy_protocol::read_header(&mut stream).await {
+                    Ok(client) => client.unwrap_or(peer),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "PROXY protocol header refused");
+                        on_refused(peer, StatusCode::BAD_REQUEST);
+                        drop((permit, ended_tx));
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
+            let watched = make_service(client.ip());
+            let peer = client;
             let http = http1::Builder::new();
             let ended = match acceptor {
                 None => {

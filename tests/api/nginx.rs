@@ -27,7 +27,7 @@ impl Nginx {
 
     /// nginx with `http` added to its `http { }` block and `server` to its one `server { }`.
     fn start_with(http: &str, server: &str) -> Nginx {
-        let binary = nginx_binary();
+        let binary = require_tool("nginx");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let d = dir.path().display();
@@ -173,14 +173,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn nginx_binary() -> PathBuf {
-    let sbin = Path::new("/usr/sbin/nginx");
-    if sbin.is_file() {
-        return sbin.to_path_buf();
-    }
-    require_tool("nginx")
 }
 
 #[tokio::test]

@@ -19,12 +19,7 @@ struct SyslogNg {
 
 impl SyslogNg {
     fn start(dir: &Path, log: &Path, url: &str) -> SyslogNg {
-        let binary = Path::new("/usr/sbin/syslog-ng");
-        let binary = if binary.is_file() {
-            binary.to_path_buf()
-        } else {
-            require_tool("syslog-ng")
-        };
+        let binary = require_tool("syslog-ng");
         let shipped =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/syslog-ng/ip-counter.conf");
         let shipped = std::fs::read_to_string(shipped).unwrap();

@@ -63,8 +63,12 @@ impl TestApp {
             shutdown: Some(tx),
             _data: data,
         };
-        // Over TLS the plain client cannot ask; requests wait for recovery anyway.
-        if !flags.iter().any(|f| f.starts_with("--tls-cert")) {
+        // Over TLS, or behind PROXY headers, the plain client cannot ask; requests wait for
+        // recovery anyway.
+        if !flags
+            .iter()
+            .any(|f| f.starts_with("--tls-cert") || f.starts_with("--proxy-protocol"))
+        {
             app.wait_ready().await;
         }
         app

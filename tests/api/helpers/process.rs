@@ -43,6 +43,7 @@ const SETTINGS: &[&str] = &[
     "RATE_LIMIT_PER_IP",
     "REQUEST_TIMEOUT",
     "MAX_CONNECTIONS",
+    "PROXY_PROTOCOL",
 ];
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -51,10 +52,13 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// The path of a system tool the test needs; fails the test (never skips) when it is missing.
+/// The path of a system tool the test needs, on PATH or in /usr/sbin (nginx, haproxy and
+/// syslog-ng live there, off an ordinary user's PATH); fails the test (never skips) when it is
+/// missing.
 pub fn require_tool(name: &str) -> std::path::PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/sbin")])
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
