@@ -2,7 +2,7 @@
 # Installs, via apt, the system tools the tests and the load test need, and only those missing.
 #
 #   scripts/install-test-deps.sh            # test deps: prometheus + promtool, nginx, curl,
-#                                           # syslog-ng with its http module, haproxy,
+#                                           # syslog-ng with its http module, haproxy, redis,
 #                                           # and schemathesis in target/tools/venv (pip)
 #   scripts/install-test-deps.sh --load     # also wrk, for scripts/load-test.sh
 #   scripts/install-test-deps.sh --load-only
@@ -45,6 +45,7 @@ if [ "$want_test" = 1 ]; then
     compgen -G '/usr/lib/syslog-ng/*/libhttp.so' >/dev/null || missing_pkgs+=(syslog-ng-mod-http)
     # tests/api/haproxy.rs: PROXY_PROTOCOL behind a real haproxy (send-proxy, send-proxy-v2)
     [ -x /usr/sbin/haproxy ] || need haproxy haproxy
+    need redis-server redis-server   # tests/api/redis.rs: STORE=redis
 fi
 if [ "$want_load" = 1 ]; then
     need wrk wrk

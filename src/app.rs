@@ -58,7 +58,13 @@ impl App {
         )
         .await?;
         let recovery = data_dir.is_some().then_some(config.http.request_timeout);
-        let counter = Counter::exact(config.windows.as_ref(), recovery, Arc::new(SystemClock))?;
+        let clock = Arc::new(SystemClock);
+        let counter = match (config.redis, recovery) {
+            (Some(redis), Some(recovery)) => {
+                Counter::shared(config.windows.as_ref(), recovery, clock, redis)?
+            }
+            _ => Counter::exact(config.windows.as_ref(), recovery, clock)?,
+        };
         let state = Arc::new(AppState::new(Arc::new(counter), &config.http));
         Ok(App {
             data_dir,

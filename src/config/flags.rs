@@ -83,6 +83,19 @@ pub struct Flags {
     #[arg(long, env = "MAX_CLOCK_SKEW", default_value = "5m", value_parser = parse_duration)]
     pub max_clock_skew: Duration,
 
+    /// `local`, or `redis`: the count is shared by every instance on the same Redis (needs
+    /// REDIS_URL and PERSISTENCE=on, whose data directory holds what Redis has not confirmed)
+    #[arg(long, env = "STORE", value_enum, default_value_t = Store::Local)]
+    pub store: Store,
+
+    /// The `redis://` URL of the shared store (a password goes in it: redis://:PASSWORD@host)
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key, so that deployments can share one Redis
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ipc")]
+    pub redis_key_prefix: String,
+
     /// Bearer token(s) POST /logs requires, comma-separated (several while rotating); none: open
     #[arg(long, env = "AUTH_TOKEN", hide_env_values = true, value_parser = Tokens::parse)]
     pub auth_token: Option<Tokens>,
@@ -154,6 +167,15 @@ impl LogLevel {
             LogLevel::Error => "error",
         }
     }
+}
+
+/// Where the count lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Store {
+    /// In this instance (and its data directory).
+    Local,
+    /// In Redis, shared by every instance pointing at it.
+    Redis,
 }
 
 /// A setting that is on or off.

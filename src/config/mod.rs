@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+use crate::counter::shared::RedisSettings;
 use crate::counter::windows::{MAX_SKEW_STEPS, WindowSettings};
 use crate::http::auth::Tokens;
 use crate::http::tls::Tls;
 use crate::{http, wal};
 pub(crate) use flags::to_config_error;
-pub use flags::{Flags, LogFormat, LogLevel, Switch};
+pub use flags::{Flags, LogFormat, LogLevel, Store, Switch};
 
 /// Exit status for a bad setting, as for any usage error.
 pub const USAGE_EXIT_CODE: u8 = 2;
@@ -43,6 +44,8 @@ pub struct Config {
     pub persistence: Option<wal::Settings>,
     /// The time windows; `None` with `WINDOWS=` (empty).
     pub windows: Option<WindowSettings>,
+    /// `STORE=redis`: the shared store's settings.
+    pub redis: Option<RedisSettings>,
     /// The listeners' and handlers' settings.
     pub http: http::Settings,
 }
@@ -72,6 +75,22 @@ impl Config {
         Flags::try_parse_from(args)
             .map_err(to_config_error)?
             .validate()
+    }
+}
+
+/// Whether `url` is one this build can connect to; the reason, without the URL (it may hold a
+/// password), when not.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    if url.contains(',') {
+        return Err("several URLs (a Redis Cluster) are not supported yet".into());
+    }
+    if url.starts_with("rediss://") {
+        return Err("rediss:// (TLS) is not supported yet".into());
+    }
+    match redis::Client::open(url) {
+        Ok(_) if url.starts_with("redis://") => Ok(()),
+        Ok(_) => Err("not a redis:// URL".into()),
+        Err(e) => Err(format!("not a redis:// URL ({})", e.category())),
     }
 }
 
@@ -127,7 +146,34 @@ impl Flags {
                 w.step_secs()
             )));
         }
+        let redis = match (self.store, self.redis_url) {
+            (Store::Local, _) => None,
+            (Store::Redis, None) => {
+                return Err(ConfigError::Invalid(
+                    "error: STORE=redis (--store) needs REDIS_URL (--redis-url)".into(),
+                ));
+            }
+            (Store::Redis, Some(_)) if persistence.is_none() => {
+                return Err(ConfigError::Invalid(
+                    "error: STORE=redis (--store) needs PERSISTENCE=on: the data directory \
+                     holds what Redis has not confirmed"
+                        .into(),
+                ));
+            }
+            (Store::Redis, Some(url)) => {
+                if let Err(reason) = check_redis_url(&url) {
+                    return Err(ConfigError::Invalid(format!(
+                        "error: invalid value for REDIS_URL (--redis-url): {reason}"
+                    )));
+                }
+                Some(RedisSettings {
+                    url,
+                    prefix: self.redis_key_prefix,
+                })
+            }
+        };
         Ok(Config {
+            redis,
             windows,
             server_host: self.server_host,
             log_port: self.log_port,
@@ -238,6 +284,28 @@ mod tests {
     }
 
     #[test]
+    fn store_redis_needs_a_url_and_a_data_directory() {
+        assert!(parse(&[]).unwrap().redis.is_none());
+        let cfg = parse(&["--store=redis", "--redis-url=redis://:pw@127.0.0.1:6379"]).unwrap();
+        let redis = cfg.redis.unwrap();
+        assert_eq!(
+            (redis.url.as_str(), redis.prefix.as_str()),
+            ("redis://:pw@127.0.0.1:6379", "ipc")
+        );
+        assert!(invalid(&["--store=redis"]).contains("REDIS_URL"));
+        let no_dir = invalid(&[
+            "--store=redis",
+            "--redis-url=redis://h",
+            "--persistence=off",
+        ]);
+        assert!(no_dir.contains("PERSISTENCE=on"), "{no_dir}");
+        for url in ["http://h", "rediss://h", "redis://a,redis://b"] {
+            let msg = invalid(&["--store=redis", &format!("--redis-url={url}")]);
+            assert!(msg.contains("REDIS_URL") && !msg.contains(url), "{msg}");
+        }
+    }
+
+    #[test]
     fn proxy_protocol_is_off_unless_asked_and_only_on_the_ingest_listener() {
         assert!(!parse(&[]).unwrap().http.proxy_protocol);
         assert!(parse(&["--proxy-protocol=on"]).unwrap().http.proxy_protocol);
@@ -336,6 +404,9 @@ mod tests {
             "REQUEST_TIMEOUT",
             "MAX_CONNECTIONS",
             "PROXY_PROTOCOL",
+            "STORE",
+            "REDIS_URL",
+            "REDIS_KEY_PREFIX",
             "TLS_CERT",
             "TLS_KEY",
             "METRICS_TLS_CERT",

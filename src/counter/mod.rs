@@ -12,11 +12,12 @@
 //! - reading: [`Counter::counts`] without I/O or locks, and the kind's own metrics
 //!   ([`Counter::gauges`]) and readiness ([`Counter::writable`]).
 //!
-//! The kinds live beside it, one module each; today [`exact`]. docs/DESIGN.md says how to add
-//! one.
+//! The kinds live beside it, one module each: [`exact`], and [`shared`] (the exact kind with
+//! its changes sent to Redis). docs/DESIGN.md says how to add one.
 
 pub mod clock;
 pub mod exact;
+pub mod shared;
 pub mod windows;
 
 use std::borrow::Cow;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError};
 use clock::{Clock, SystemClock};
 use exact::Exact;
+use shared::{RedisSettings, Shared};
 use windows::WindowSettings;
 
 /// When an address was seen, in whole seconds since the Unix epoch; `None` when its entry gave
@@ -91,6 +93,8 @@ pub struct Gauge {
 enum Kind {
     /// Every distinct address kept in memory.
     Exact(Exact),
+    /// The exact kind locally, the count shared by every instance on one Redis.
+    Shared(Arc<Shared>),
 }
 
 /// The one counter of a service or a command; see the module docs.
@@ -121,13 +125,40 @@ impl Counter {
         recovery: Option<Duration>,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Counter> {
-        Ok(Counter {
-            kind: Kind::Exact(Exact::new(windows, clock)?),
+        Ok(Counter::of(
+            Kind::Exact(Exact::new(windows, clock, None)?),
+            recovery,
+        ))
+    }
+
+    /// A shared counter (`STORE=redis`): the exact kind on a data directory, which it waits
+    /// for as [`Counter::exact`] does, sending its changes to Redis.
+    pub fn shared(
+        windows: Option<&WindowSettings>,
+        recovery: Duration,
+        clock: Arc<dyn Clock>,
+        redis: RedisSettings,
+    ) -> io::Result<Counter> {
+        let shared = Shared::new(windows, clock, redis)?;
+        Ok(Counter::of(Kind::Shared(shared), Some(recovery)))
+    }
+
+    fn of(kind: Kind, recovery: Option<Duration>) -> Counter {
+        Counter {
+            kind,
             recovered: watch::Sender::new(recovery.is_none()),
             accepting: AtomicBool::new(recovery.is_none()),
             wait_limit: recovery.unwrap_or_default(),
             persistent: recovery.is_some(),
-        })
+        }
+    }
+
+    /// With a shared store: whether it answers, and the changes not sent to it yet.
+    pub fn shared_status(&self) -> Option<(bool, u64)> {
+        match &self.kind {
+            Kind::Exact(_) => None,
+            Kind::Shared(shared) => Some(shared.status()),
+        }
     }
 
     /// Reads `data_dir` back and starts its log (blocking: seconds for tens of millions of
@@ -135,6 +166,7 @@ impl Counter {
     pub fn recover(&self, data_dir: &DataDir) -> Result<(), RecoveryError> {
         match &self.kind {
             Kind::Exact(exact) => exact.recover(data_dir)?,
+            Kind::Shared(shared) => shared.recover(data_dir)?,
         }
         self.accepting.store(true, Ordering::Release);
         self.recovered.send_replace(true);
@@ -168,6 +200,7 @@ impl Counter {
         }
         match &self.kind {
             Kind::Exact(exact) => exact.record(observations),
+            Kind::Shared(shared) => shared.record(observations),
         }
     }
 
@@ -178,6 +211,7 @@ impl Counter {
         }
         match &self.kind {
             Kind::Exact(exact) => exact.record_one(observation),
+            Kind::Shared(shared) => shared.record_one(observation),
         }
     }
 
@@ -186,6 +220,7 @@ impl Counter {
     pub async fn settle(&self) -> Result<(), StorageError> {
         match &self.kind {
             Kind::Exact(exact) => exact.settle().await,
+            Kind::Shared(shared) => shared.settle().await,
         }
     }
 
@@ -193,6 +228,7 @@ impl Counter {
     pub fn counts(&self) -> Counts {
         match &self.kind {
             Kind::Exact(exact) => exact.counts(),
+            Kind::Shared(shared) => shared.counts(),
         }
     }
 
@@ -200,6 +236,7 @@ impl Counter {
     pub fn windows(&self) -> Vec<(String, u64)> {
         match &self.kind {
             Kind::Exact(exact) => exact.windows(),
+            Kind::Shared(shared) => shared.windows(),
         }
     }
 
@@ -207,6 +244,7 @@ impl Counter {
     pub fn clock_skew_entries(&self) -> u64 {
         match &self.kind {
             Kind::Exact(exact) => exact.clock_skew_entries(),
+            Kind::Shared(shared) => shared.clock_skew_entries(),
         }
     }
 
@@ -214,6 +252,7 @@ impl Counter {
     pub fn memory_bytes(&self) -> usize {
         match &self.kind {
             Kind::Exact(exact) => exact.memory_bytes(),
+            Kind::Shared(shared) => shared.memory_bytes(),
         }
     }
 
@@ -223,6 +262,7 @@ impl Counter {
         !self.recovering()
             && match &self.kind {
                 Kind::Exact(exact) => exact.writable(),
+                Kind::Shared(shared) => shared.writable(),
             }
     }
 
@@ -254,6 +294,7 @@ impl Counter {
         ];
         gauges.extend(match &self.kind {
             Kind::Exact(exact) => exact.gauges(),
+            Kind::Shared(shared) => shared.gauges(),
         });
         gauges
     }
@@ -263,6 +304,7 @@ impl Counter {
     pub fn snapshot(&self) -> io::Result<Option<SnapshotDone>> {
         match &self.kind {
             Kind::Exact(exact) => exact.snapshot(),
+            Kind::Shared(shared) => shared.snapshot(),
         }
     }
 
@@ -270,6 +312,7 @@ impl Counter {
     pub fn close(&self) -> io::Result<()> {
         match &self.kind {
             Kind::Exact(exact) => exact.close(),
+            Kind::Shared(shared) => shared.close(),
         }
     }
 }

@@ -67,6 +67,17 @@ struct Stats {
     windows: Windows,
     estimated_memory_usage_bytes: usize,
     uptime_seconds: u64,
+    /// With `STORE=redis` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared: Option<SharedStatus>,
+}
+
+/// The shared store's state: `ok`, or `degraded` while Redis cannot be reached, and the
+/// changes it has not been sent yet.
+#[derive(Serialize)]
+struct SharedStatus {
+    status: &'static str,
+    backlog: u64,
 }
 
 /// Window counts as a JSON object, shortest window first.
@@ -93,5 +104,12 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<impl Serialize> {
         windows: Windows(state.counter.windows()),
         estimated_memory_usage_bytes: state.counter.memory_bytes(),
         uptime_seconds: state.started.elapsed().as_secs(),
+        shared: state
+            .counter
+            .shared_status()
+            .map(|(up, backlog)| SharedStatus {
+                status: if up { "ok" } else { "degraded" },
+                backlog,
+            }),
     })
 }

@@ -18,6 +18,7 @@ mod nginx;
 mod openapi;
 mod persistence;
 mod prometheus;
+mod redis;
 mod schemathesis;
 mod send;
 mod send_follow;

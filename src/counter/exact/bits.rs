@@ -1,6 +1,6 @@
 //! Addresses as bits, the form the sets and the log take them in.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::counter::windows::{Order, Stamp};
 
@@ -65,6 +65,19 @@ impl Bits {
     pub fn is_empty(&self) -> bool {
         self.ipv4.is_empty() && self.ipv6.is_empty()
     }
+
+    /// The addresses, IPv4 first.
+    pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let v4 = self
+            .ipv4
+            .iter()
+            .map(|&a| IpAddr::V4(Ipv4Addr::from_bits(a)));
+        v4.chain(
+            self.ipv6
+                .iter()
+                .map(|&a| IpAddr::V6(Ipv6Addr::from_bits(a))),
+        )
+    }
 }
 
 /// Addresses seen with their stamps, split by family like [`Bits`], each family sorted by
@@ -98,6 +111,19 @@ impl Sightings {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.ipv4.is_empty() && self.ipv6.is_empty()
+    }
+
+    /// The addresses and their stamps, IPv4 first.
+    pub fn ips(&self) -> impl Iterator<Item = (IpAddr, Stamp)> + '_ {
+        let v4 = self
+            .ipv4
+            .iter()
+            .map(|&(a, s)| (IpAddr::V4(Ipv4Addr::from_bits(a)), s));
+        v4.chain(
+            self.ipv6
+                .iter()
+                .map(|&(a, s)| (IpAddr::V6(Ipv6Addr::from_bits(a)), s)),
+        )
     }
 }
 

@@ -15,6 +15,7 @@ mod ipv6;
 mod set;
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub use durable::ExactState;
 pub use set::AddressSet;
 
 use super::clock::Clock;
+use super::shared::Outbox;
 use super::windows::{Change, WindowSettings, Windows};
 use super::{Counts, Gauge, Observation};
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError, Wal};
@@ -32,6 +34,8 @@ use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError, Wal};
 pub struct Exact {
     state: Arc<ExactState>,
     wal: OnceLock<Arc<Wal<ExactState>>>,
+    /// Where each logged change also goes, with its time, for a shared store to send on.
+    outbox: Option<Arc<Outbox>>,
 }
 
 /// How often the sweep thread asks whether stale stamps are due to be cleared.
@@ -40,9 +44,11 @@ const SWEEP_POLL: Duration = Duration::from_secs(1);
 impl Exact {
     /// An empty exact counter, with `windows` when set (and the thread that sweeps their
     /// stale stamps), on `clock`.
+    /// With `outbox`, everything written to the log is handed to it too.
     pub(super) fn new(
         windows: Option<&WindowSettings>,
         clock: Arc<dyn Clock>,
+        outbox: Option<Arc<Outbox>>,
     ) -> io::Result<Exact> {
         let state = Arc::new(ExactState::new(windows, clock));
         if state.windows.is_some() {
@@ -51,6 +57,7 @@ impl Exact {
         Ok(Exact {
             state,
             wal: OnceLock::new(),
+            outbox,
         })
     }
 
@@ -79,6 +86,9 @@ impl Exact {
             return Ok(false);
         }
         writer.append(&durable::log_record(ip))?;
+        if let Some(outbox) = &self.outbox {
+            outbox.push([(ip, self.arrival())]);
+        }
         Ok(self.state.set.insert(ip))
     }
 
@@ -101,6 +111,10 @@ impl Exact {
             return Ok(0);
         }
         writer.append(&durable::log_records(&bits))?;
+        if let Some(outbox) = &self.outbox {
+            let now = self.arrival();
+            outbox.push(bits.ips().map(|ip| (ip, now)));
+        }
         Ok(self.state.set.insert_bits(&mut bits.ipv4, &bits.ipv6))
     }
 
@@ -152,7 +166,59 @@ impl Exact {
             Err(_) if new == 0 => {}
             Err(e) => return Err(e),
         }
+        if let Some(outbox) = &self.outbox {
+            outbox.push(
+                sightings
+                    .ips()
+                    .map(|(ip, stamp)| (ip, windows.time_of(stamp, order))),
+            );
+        }
         Ok(observe(&sightings))
+    }
+
+    /// Now, in seconds, as the time a change without windows is sent with.
+    fn arrival(&self) -> u32 {
+        self.state.clock.now().clamp(1, i64::from(u32::MAX)) as u32
+    }
+
+    /// Calls `f` with every member and its time (the start of its stamp's step; with windows
+    /// off, now), one part of the set at a time: what a shared store is sent in full.
+    pub(super) fn for_each_member(&self, mut f: impl FnMut(&[(IpAddr, u32)])) {
+        let mut chunk = Vec::new();
+        let Some(windows) = &self.state.windows else {
+            let now = self.arrival();
+            let _ = self.state.set.for_each_run(|run| {
+                chunk.clear();
+                match run {
+                    Run::Ipv4(r) => {
+                        chunk.extend(r.iter().map(|&a| (Ipv4Addr::from_bits(a).into(), now)))
+                    }
+                    Run::Ipv6(r) => {
+                        chunk.extend(r.iter().map(|&a| (Ipv6Addr::from_bits(a).into(), now)))
+                    }
+                }
+                f(&chunk);
+                Ok::<(), ()>(())
+            });
+            return;
+        };
+        let order = windows.order(self.state.clock.now());
+        let time = |stamp| windows.time_of(stamp, order);
+        let _ = self.state.set.for_each_stamped_run(|run| {
+            chunk.clear();
+            match run {
+                StampedRun::Ipv4(r) => chunk.extend(
+                    r.iter()
+                        .map(|&(a, s)| (Ipv4Addr::from_bits(a).into(), time(s))),
+                ),
+                StampedRun::Ipv6(r) => chunk.extend(
+                    r.iter()
+                        .map(|&(a, s)| (Ipv6Addr::from_bits(a).into(), time(s))),
+                ),
+            }
+            f(&chunk);
+            Ok::<(), ()>(())
+        });
     }
 
     /// Each window's label and count now, shortest first; none with windows off.
@@ -306,7 +372,7 @@ mod tests {
                 max_clock_skew: StdDuration::from_secs(300),
             };
             let clock = Arc::new(ManualClock::at(start));
-            let exact = Exact::new(Some(&settings), clock.clone()).unwrap();
+            let exact = Exact::new(Some(&settings), clock.clone(), None).unwrap();
             let mut latest: HashMap<IpAddr, Option<i64>> = HashMap::new();
             let mut now = start;
             for op in ops {

@@ -44,6 +44,9 @@ const SETTINGS: &[&str] = &[
     "REQUEST_TIMEOUT",
     "MAX_CONNECTIONS",
     "PROXY_PROTOCOL",
+    "STORE",
+    "REDIS_URL",
+    "REDIS_KEY_PREFIX",
 ];
 
 /// A port that was free a moment ago on 127.0.0.1.

@@ -1,0 +1,505 @@
+//! The shared kind (`STORE=redis`): many instances, one count. Each instance keeps the exact
+//! kind ([`Exact`]) as its dedupe cache and backlog: an address goes to Redis only when the
+//! local log takes it (new, or seen at a later time step), so at most once a step. The counts
+//! every instance reports are Redis's, read once a second.
+//!
+//! Keys, for `REDIS_KEY_PREFIX` `p` and shard `s` of [`SHARDS`] (by a hash of the address):
+//! `{p:s}:4` and `{p:s}:6`, sorted sets of address bytes to the start of the address's latest
+//! time step in seconds, written with `ZADD GT` so a score only moves forward. The total is the
+//! sum of the `ZCARD`s, a window the sum of the `ZCOUNT`s from its first step. Every key of a
+//! shard carries the same hash tag, so nothing ever needs a cross-slot command.
+//!
+//! One thread of its own (`ip-counter-redis`, a current-thread runtime) sends and reads; no
+//! thread that serves connections ever waits for Redis. While Redis cannot be reached, ingest
+//! goes on acknowledging what the local data directory holds; the outbox is dropped and counted
+//! as backlog, and once Redis answers again the whole local set is sent (idempotent: `ZADD GT`),
+//! which also restores what a Redis restarted empty lost. The counts reported never go down.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+
+use super::exact::Exact;
+use super::windows::WindowSettings;
+use super::{Counts, Gauge, Observation};
+use crate::wal::{DataDir, RecoveryError, StorageError};
+
+/// Shards of each family's sorted sets: enough to spread a Cluster's slots, few enough that
+/// a read of every count is one small pipeline.
+pub const SHARDS: u64 = 16;
+
+/// How often the outbox is sent.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+/// How often the shared counts are read (SPEC: at most 1 s old).
+const READ_EVERY: Duration = Duration::from_secs(1);
+/// Members a pipeline carries at most.
+const PIPELINE: usize = 10_000;
+/// Connecting and each reply: past these Redis counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `REDIS_URL` and `REDIS_KEY_PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// A `redis://` URL.
+    pub url: String,
+    /// The prefix of every key.
+    pub prefix: String,
+}
+
+/// What the local log took and Redis has not yet been sent: addresses and their times.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    items: Vec<(IpAddr, u32)>,
+    /// False while Redis is down: changes are only counted, since the resend after the outage
+    /// sends the whole local set anyway.
+    linked: bool,
+    /// Changes since Redis went down, until the resend after it is done.
+    missed: u64,
+}
+
+impl Outbox {
+    /// Queues `items` (address, time in seconds) for Redis.
+    pub fn push(&self, items: impl IntoIterator<Item = (IpAddr, u32)>) {
+        let mut pending = self.pending.lock();
+        if pending.linked {
+            pending.items.extend(items);
+        } else {
+            pending.missed += items.into_iter().count() as u64;
+        }
+    }
+
+    fn take(&self) -> Vec<(IpAddr, u32)> {
+        std::mem::take(&mut self.pending.lock().items)
+    }
+
+    /// Redis went down: what was queued is missed too.
+    fn unlink(&self, unsent: usize) {
+        let mut pending = self.pending.lock();
+        pending.linked = false;
+        pending.missed += (unsent + pending.items.len()) as u64;
+        pending.items = Vec::new();
+    }
+
+    fn backlog(&self) -> u64 {
+        let pending = self.pending.lock();
+        pending.items.len() as u64 + pending.missed
+    }
+}
+
+/// The counts as Redis last gave them.
+#[derive(Debug, Default, Clone)]
+struct View {
+    counts: Counts,
+    windows: Vec<(String, u64)>,
+}
+
+/// What the sync thread and the counter share.
+#[derive(Debug)]
+struct Link {
+    settings: RedisSettings,
+    windows: Option<WindowSettings>,
+    outbox: Arc<Outbox>,
+    /// Set once the data directory is read back: nothing is sent before.
+    recovered: AtomicBool,
+    up: AtomicBool,
+    view: Mutex<Option<View>>,
+    /// The highest counts reported, so that none goes down.
+    reported: [AtomicU64; 2],
+    closing: AtomicBool,
+}
+
+/// The shared kind: the exact kind locally, Redis for the counts.
+#[derive(Debug)]
+pub struct Shared {
+    local: Exact,
+    link: Arc<Link>,
+}
+
+impl Shared {
+    /// The exact kind with `windows`, whose changes are sent to the Redis of `settings` once
+    /// [`Shared::recover`] has read the data directory back.
+    pub(super) fn new(
+        windows: Option<&WindowSettings>,
+        clock: Arc<dyn super::clock::Clock>,
+        settings: RedisSettings,
+    ) -> std::io::Result<Arc<Shared>> {
+        let outbox = Arc::new(Outbox::default());
+        let shared = Arc::new(Shared {
+            local: Exact::new(windows, clock, Some(outbox.clone()))?,
+            link: Arc::new(Link {
+                settings,
+                windows: windows.cloned(),
+                outbox,
+                recovered: AtomicBool::new(false),
+                up: AtomicBool::new(false),
+                view: Mutex::new(None),
+                reported: [AtomicU64::new(0), AtomicU64::new(0)],
+                closing: AtomicBool::new(false),
+            }),
+        });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("ip-counter-redis".into())
+            .spawn(move || sync(weak))?;
+        Ok(shared)
+    }
+
+    /// Reads the data directory back; then the sync thread sends it all to Redis.
+    pub(super) fn recover(&self, data_dir: &DataDir) -> Result<(), RecoveryError> {
+        self.local.recover(data_dir)?;
+        self.link.recovered.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    pub(super) fn record(&self, observations: &[Observation]) -> Result<u64, StorageError> {
+        self.local.record(observations)
+    }
+
+    pub(super) fn record_one(&self, observation: Observation) -> Result<bool, StorageError> {
+        self.local.record_one(observation)
+    }
+
+    pub(super) async fn settle(&self) -> Result<(), StorageError> {
+        self.local.settle().await
+    }
+
+    /// Redis's counts, never below the local set's nor below any reported before.
+    pub(super) fn counts(&self) -> Counts {
+        let local = self.local.counts();
+        let shared = self.link.view.lock().as_ref().map(|v| v.counts);
+        let shared = shared.unwrap_or_default();
+        let [v4, v6] = &self.link.reported;
+        let ipv4 = local.ipv4.max(shared.ipv4);
+        let ipv6 = local.ipv6.max(shared.ipv6);
+        Counts {
+            ipv4: v4.fetch_max(ipv4, Ordering::Relaxed).max(ipv4),
+            ipv6: v6.fetch_max(ipv6, Ordering::Relaxed).max(ipv6),
+        }
+    }
+
+    /// Redis's windows once read; the local ones until then.
+    pub(super) fn windows(&self) -> Vec<(String, u64)> {
+        let local = self.local.windows();
+        match self.link.view.lock().as_ref() {
+            Some(view) if view.windows.len() == local.len() => local
+                .into_iter()
+                .zip(&view.windows)
+                .map(|((label, mine), (_, all))| (label, mine.max(*all)))
+                .collect(),
+            _ => local,
+        }
+    }
+
+    pub(super) fn clock_skew_entries(&self) -> u64 {
+        self.local.clock_skew_entries()
+    }
+
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.local.memory_bytes()
+    }
+
+    pub(super) fn writable(&self) -> bool {
+        self.local.writable()
+    }
+
+    /// Whether Redis answers, and the changes it has not been sent yet.
+    pub(super) fn status(&self) -> (bool, u64) {
+        (
+            self.link.up.load(Ordering::Relaxed),
+            self.link.outbox.backlog(),
+        )
+    }
+
+    pub(super) fn gauges(&self) -> Vec<Gauge> {
+        let (up, backlog) = self.status();
+        let mut gauges = self.local.gauges();
+        gauges.extend([
+            Gauge {
+                name: "ipcounter_redis_up",
+                help: "1 while the shared store (Redis) answers, else 0".into(),
+                value: u64::from(up),
+            },
+            Gauge {
+                name: "ipcounter_redis_backlog_entries",
+                help: "Addresses taken locally that Redis has not been sent yet".into(),
+                value: backlog,
+            },
+        ]);
+        gauges
+    }
+
+    pub(super) fn snapshot(&self) -> std::io::Result<Option<crate::wal::SnapshotDone>> {
+        self.local.snapshot()
+    }
+
+    /// Stops the sync thread after one last send of the outbox, then closes the local log.
+    pub(super) fn close(&self) -> std::io::Result<()> {
+        self.link.closing.store(true, Ordering::Relaxed);
+        self.local.close()
+    }
+}
+
+/// The sync thread: connect, send the whole local set, then the outbox every
+/// [`FLUSH_EVERY`] and the counts every [`READ_EVERY`]; on any error, start over. Ends when
+/// the counter is dropped or closed.
+fn sync(shared: Weak<Shared>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the Redis thread; the count stays local");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let Some(link) = shared.upgrade().map(|s| s.link.clone()) else {
+                return;
+            };
+            if link.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            if !link.recovered.load(Ordering::Acquire) {
+                drop(link);
+                tokio::time::sleep(FLUSH_EVERY).await;
+                continue;
+            }
+            match session(&shared, &link).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if link.up.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "Redis is down; counting locally until it is back");
+                    } else {
+                        tracing::debug!(error = %e, "Redis still unreachable");
+                    }
+                    link.outbox.unlink(0);
+                }
+            }
+            drop(link);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    });
+}
+
+/// One connection's life: returns `Ok` when the counter is gone or closing.
+async fn session(shared: &Weak<Shared>, link: &Link) -> redis::RedisResult<()> {
+    let client = redis::Client::open(link.settings.url.as_str())?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let mut con = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    redis::cmd("PING").query_async::<()>(&mut con).await?;
+    // From here changes queue; the whole set goes first, so nothing missed is left out.
+    link.outbox.pending.lock().linked = true;
+    // Walked on a blocking thread, a part of the set at a time, while this one sends.
+    let (parts, mut received) = tokio::sync::mpsc::channel::<Vec<(IpAddr, u32)>>(4);
+    let walked = shared.clone();
+    let walker = tokio::task::spawn_blocking(move || {
+        if let Some(shared) = walked.upgrade() {
+            shared.local.for_each_member(|part| {
+                let _ = parts.blocking_send(part.to_vec());
+            });
+        }
+    });
+    while let Some(part) = received.recv().await {
+        for part in part.chunks(PIPELINE) {
+            send(&mut con, &link.settings.prefix, part).await?;
+        }
+    }
+    let _ = walker.await;
+    link.outbox.pending.lock().missed = 0;
+    if !link.up.swap(true, Ordering::Relaxed) {
+        tracing::info!(url = %redacted(&link.settings.url), "Redis is up; the count is shared");
+    }
+    let mut last_read: Option<Instant> = None;
+    loop {
+        if shared.strong_count() == 0 {
+            return Ok(());
+        }
+        let closing = link.closing.load(Ordering::Relaxed);
+        let items = link.outbox.take();
+        for part in items.chunks(PIPELINE) {
+            if let Err(e) = send(&mut con, &link.settings.prefix, part).await {
+                link.outbox.unlink(items.len());
+                return Err(e);
+            }
+        }
+        if closing {
+            return Ok(());
+        }
+        if last_read.is_none_or(|at| at.elapsed() >= READ_EVERY) {
+            let view = read(&mut con, link).await?;
+            *link.view.lock() = Some(view);
+            last_read = Some(Instant::now());
+        }
+        tokio::time::sleep(FLUSH_EVERY).await;
+    }
+}
+
+/// The key of `ip`'s shard and family.
+fn key(prefix: &str, ip: IpAddr) -> String {
+    let (shard, family) = match ip {
+        IpAddr::V4(a) => (shard_of(u64::from(a.to_bits())), 4),
+        IpAddr::V6(a) => {
+            let bits = a.to_bits();
+            (shard_of((bits >> 64) as u64 ^ bits as u64), 6)
+        }
+    };
+    format!("{{{prefix}:{shard}}}:{family}")
+}
+
+/// A multiplicative hash, so that neighbouring addresses spread over the shards.
+fn shard_of(bits: u64) -> u64 {
+    bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32 & (SHARDS - 1)
+}
+
+/// The member an address is kept as: its bytes.
+fn member(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Sends `items` in one pipeline: a `ZADD GT` per key.
+async fn send(
+    con: &mut MultiplexedConnection,
+    prefix: &str,
+    items: &[(IpAddr, u32)],
+) -> redis::RedisResult<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut by_key: std::collections::HashMap<String, redis::Cmd> =
+        std::collections::HashMap::new();
+    for &(ip, time) in items {
+        let key = key(prefix, ip);
+        by_key
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let mut cmd = redis::cmd("ZADD");
+                cmd.arg(key).arg("GT");
+                cmd
+            })
+            .arg(time)
+            .arg(member(ip));
+    }
+    let mut pipe = redis::pipe();
+    for cmd in by_key.into_values() {
+        pipe.add_command(cmd).ignore();
+    }
+    pipe.query_async::<()>(con).await
+}
+
+/// Every shard's `ZCARD`, and with windows each window's `ZCOUNT`, in one pipeline.
+async fn read(con: &mut MultiplexedConnection, link: &Link) -> redis::RedisResult<View> {
+    let prefix = &link.settings.prefix;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // A window holds the steps after `now`'s step minus its length, as the local ones do.
+    let starts: Vec<(String, u64)> = link.windows.as_ref().map_or_else(Vec::new, |w| {
+        let step = w.step_secs();
+        w.windows
+            .iter()
+            .map(|(label, len)| {
+                let steps = len.as_secs() / step;
+                let start = (now / step).saturating_sub(steps).saturating_add(1) * step;
+                (label.clone(), start)
+            })
+            .collect()
+    });
+    let mut pipe = redis::pipe();
+    for shard in 0..SHARDS {
+        for family in [4, 6] {
+            let key = format!("{{{prefix}:{shard}}}:{family}");
+            pipe.cmd("ZCARD").arg(&key);
+            for (_, start) in &starts {
+                pipe.cmd("ZCOUNT").arg(&key).arg(start).arg("+inf");
+            }
+        }
+    }
+    let replies: Vec<u64> = pipe.query_async(con).await?;
+    let mut view = View {
+        counts: Counts::default(),
+        windows: starts.iter().map(|(l, _)| (l.clone(), 0)).collect(),
+    };
+    for (i, per_key) in replies.chunks(1 + starts.len()).enumerate() {
+        if i % 2 == 0 {
+            view.counts.ipv4 += per_key[0];
+        } else {
+            view.counts.ipv6 += per_key[0];
+        }
+        for (window, n) in view.windows.iter_mut().zip(&per_key[1..]) {
+            window.1 += n;
+        }
+    }
+    Ok(view)
+}
+
+/// `url` without its password, for logs.
+fn redacted(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, host)) => {
+            let scheme = scheme_user.split("//").next().unwrap_or("");
+            format!("{scheme}//***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_spread_over_the_shards_and_keep_families_apart() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1_000u32 {
+            seen.insert(key("ipc", IpAddr::V4(std::net::Ipv4Addr::from_bits(i))));
+        }
+        assert_eq!(seen.len(), SHARDS as usize, "{seen:?}");
+        let v6 = key("ipc", "2001:db8::1".parse().unwrap());
+        assert!(v6.starts_with("{ipc:") && v6.ends_with("}:6"), "{v6}");
+    }
+
+    #[test]
+    fn an_outbox_counts_what_it_cannot_queue_while_redis_is_down() {
+        let outbox = Outbox::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        outbox.push([(ip, 1)]);
+        assert_eq!(outbox.backlog(), 1, "down from the start");
+        assert!(outbox.take().is_empty());
+        outbox.pending.lock().linked = true;
+        outbox.push([(ip, 2), (ip, 3)]);
+        assert_eq!(outbox.backlog(), 3);
+        assert_eq!(outbox.take().len(), 2);
+        outbox.unlink(2);
+        assert_eq!(outbox.backlog(), 3, "the missed one and the two unsent");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redacted("redis://:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}
