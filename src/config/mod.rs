@@ -84,13 +84,13 @@ fn check_redis_url(url: &str) -> Result<(), String> {
     if url.contains(',') {
         return Err("several URLs (a Redis Cluster) are not supported yet".into());
     }
-    if url.starts_with("rediss://") {
-        return Err("rediss:// (TLS) is not supported yet".into());
-    }
     match redis::Client::open(url) {
-        Ok(_) if url.starts_with("redis://") => Ok(()),
-        Ok(_) => Err("not a redis:// URL".into()),
-        Err(e) => Err(format!("not a redis:// URL ({})", e.category())),
+        Ok(_) if url.starts_with("redis://") || url.starts_with("rediss://") => Ok(()),
+        Ok(_) => Err("not a redis:// or rediss:// URL".into()),
+        Err(e) => Err(format!(
+            "not a redis:// or rediss:// URL ({})",
+            e.category()
+        )),
     }
 }
 
@@ -299,7 +299,8 @@ mod tests {
             "--persistence=off",
         ]);
         assert!(no_dir.contains("PERSISTENCE=on"), "{no_dir}");
-        for url in ["http://h", "rediss://h", "redis://a,redis://b"] {
+        assert!(parse(&["--store=redis", "--redis-url=rediss://h:6380"]).is_ok());
+        for url in ["http://h", "redis://a,redis://b"] {
             let msg = invalid(&["--store=redis", &format!("--redis-url={url}")]);
             assert!(msg.contains("REDIS_URL") && !msg.contains(url), "{msg}");
         }

@@ -45,7 +45,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// `REDIS_URL` and `REDIS_KEY_PREFIX`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// A `redis://` URL.
+    /// A `redis://` or `rediss://` URL (TLS, verified against the system's roots, or the
+    /// PEM file `SSL_CERT_FILE` names).
     pub url: String,
     /// The prefix of every key.
     pub prefix: String,
@@ -263,6 +264,8 @@ fn sync(shared: Weak<Shared>) {
             return;
         }
     };
+    // rediss://: redis-rs builds its TLS config from the process's default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     runtime.block_on(async move {
         let mut delay = Duration::from_millis(100);
         loop {

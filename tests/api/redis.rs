@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, free_port, require_tool};
+use crate::helpers::{Reply, ServerProcess, TestApp, free_port, require_tool};
 
 /// A private redis-server without persistence, killed on drop.
 struct Redis {
@@ -23,9 +23,15 @@ impl Redis {
     }
 
     fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    /// On `port`, with more `args` (`--requirepass`, TLS); PING is sent without a password.
+    fn start_with(port: u16, args: &[&str]) -> Redis {
         let child = Command::new(require_tool("redis-server"))
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -33,7 +39,10 @@ impl Redis {
             .expect("starting redis-server");
         let redis = Redis { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.command("PING").as_deref() != Some("+PONG") {
+        while !redis
+            .command("PING")
+            .is_some_and(|r| r == "+PONG" || r.starts_with("-NOAUTH"))
+        {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not answer PING"
@@ -196,4 +205,88 @@ async fn redis_killed_and_restarted_empty_loses_nothing_acknowledged() {
         Some(true),
         "keys are where the docs say"
     );
+}
+
+#[tokio::test]
+async fn a_password_in_the_url_is_used_and_a_wrong_one_only_degrades() {
+    let redis = Redis::start_with(free_port(), &["--requirepass", "s3cret"]);
+    let good = format!("--redis-url=redis://:s3cret@127.0.0.1:{}", redis.port);
+    let app = TestApp::spawn_with(&["--store=redis", &good, "--redis-key-prefix=auth"]).await;
+    post(&app, (0..10).map(v4)).await;
+    wait_for(&app, Duration::from_secs(3), |s| {
+        s["shared"]["status"] == "ok" && s["shared"]["backlog"] == 0
+    })
+    .await;
+    assert_eq!(
+        redis
+            .command("ZCARD {auth:0}:4")
+            .as_deref()
+            .map(|r| r.starts_with("-NOAUTH")),
+        Some(true),
+        "the server really wants the password"
+    );
+
+    let bad = format!("--redis-url=redis://:wrong@127.0.0.1:{}", redis.port);
+    let refused = TestApp::spawn_with(&["--store=redis", &bad]).await;
+    post(&refused, (0..5).map(v4)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = refused.stats_json().await;
+    assert_eq!(stats["shared"]["status"], "degraded", "{stats}");
+    assert_eq!(
+        stats["unique_ip_addresses"], 5,
+        "counted locally all the same"
+    );
+}
+
+/// rediss:// to a redis-server with a test certificate, trusted through `SSL_CERT_FILE`; the
+/// same Redis's plain port shows what went over TLS.
+#[tokio::test]
+async fn rediss_verifies_the_certificate_and_shares_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let tls_port = free_port();
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let redis = Redis::start_with(
+        free_port(),
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &cert_s,
+            "--tls-key-file",
+            &key_s,
+            "--tls-ca-cert-file",
+            &cert_s,
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("--redis-url=rediss://127.0.0.1:{tls_port}");
+    let flags = ["--store=redis", url.as_str(), "--redis-key-prefix=tls"];
+    let over_tls = ServerProcess::start(&flags, &[("SSL_CERT_FILE", cert_s.as_str())]);
+    over_tls.wait_ready().await;
+    let ips: Vec<String> = (0..50).map(v4).collect();
+    assert_eq!(over_tls.post_batch(&ips).await.status, 200);
+    let plain = instance(&redis, "tls").await;
+    wait_for(&plain, Duration::from_secs(5), |s| {
+        s["unique_ip_addresses"] == 50
+    })
+    .await;
+
+    // Without the certificate trusted, the same URL never links up.
+    let untrusted = ServerProcess::start(&flags, &[("SSL_CERT_FILE", "/nonexistent")]);
+    untrusted.wait_ready().await;
+    assert_eq!(untrusted.post_batch(&ips).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = untrusted
+        .client
+        .get(untrusted.ingest_url("/stats"))
+        .send()
+        .await
+        .unwrap();
+    let stats = Reply::read(stats).await.json();
+    assert_eq!(stats["shared"]["status"], "degraded", "{stats}");
 }
