@@ -7,6 +7,7 @@ mod chaos;
 mod config;
 mod count;
 mod data_dir;
+mod deploy;
 mod haproxy;
 mod health;
 mod helpers;
