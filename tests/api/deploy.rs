@@ -400,3 +400,42 @@ async fn haproxy_spreads_the_posts_and_routes_around_an_instance_not_ready_or_ki
     haproxy.post_each(&addresses(300, 100)).await;
     assert_eq!(b.unique_count().await, to_b + 100);
 }
+
+/// The same shipped config in front of three instances with STORE=redis: whichever instance
+/// haproxy picks, every one of them reports the whole count.
+#[tokio::test]
+async fn behind_haproxy_three_instances_with_redis_report_one_count() {
+    let redis = crate::redis::Redis::start();
+    let url = format!("--redis-url={}", redis.url());
+    let dirs = tempfile::tempdir().unwrap();
+    let mut instances = Vec::new();
+    for name in ["a", "b", "c"] {
+        let data_dir = format!("--data-dir={}", dirs.path().join(name).display());
+        let flags = [data_dir.as_str(), "--store=redis", url.as_str()];
+        let server = ServerProcess::start(&flags, &[]);
+        server.wait_ready().await;
+        instances.push(server);
+    }
+    let servers: Vec<(&str, SocketAddr)> = ["a", "b", "c"]
+        .into_iter()
+        .zip(&instances)
+        .map(|(name, s)| (name, s.ingest))
+        .collect();
+    let haproxy = Balancer::start(&servers);
+    for (name, _) in &servers {
+        haproxy.wait_status(name, "UP").await;
+    }
+    haproxy.post_each(&addresses(0, 300)).await;
+    haproxy.post_each(&addresses(100, 100)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (server, (name, _)) in instances.iter().zip(&servers) {
+        loop {
+            let n = server.unique_count().await;
+            if n == 300 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} shows {n}, not 300");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use crate::helpers::{Reply, ServerProcess, TestApp, free_port, require_tool};
 
 /// A private redis-server without persistence, killed on drop.
-struct Redis {
+pub struct Redis {
     child: Child,
     port: u16,
 }
 
 impl Redis {
-    fn start() -> Redis {
+    pub fn start() -> Redis {
         Redis::start_on(free_port())
     }
 
@@ -52,7 +52,7 @@ impl Redis {
         redis
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
