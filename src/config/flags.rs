@@ -88,7 +88,8 @@ pub struct Flags {
     #[arg(long, env = "STORE", value_enum, default_value_t = Store::Local)]
     pub store: Store,
 
-    /// The `redis://` URL of the shared store (a password goes in it: redis://:PASSWORD@host)
+    /// The shared store: a `redis://` or `rediss://` URL (a password goes in it:
+    /// redis://:PASSWORD@host), or several, comma-separated, the seed nodes of a Redis Cluster
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 

@@ -81,9 +81,6 @@ impl Config {
 /// Whether `url` is one this build can connect to; the reason, without the URL (it may hold a
 /// password), when not.
 fn check_redis_url(url: &str) -> Result<(), String> {
-    if url.contains(',') {
-        return Err("several URLs (a Redis Cluster) are not supported yet".into());
-    }
     match redis::Client::open(url) {
         Ok(_) if url.starts_with("redis://") || url.starts_with("rediss://") => Ok(()),
         Ok(_) => Err("not a redis:// or rediss:// URL".into()),
@@ -160,14 +157,15 @@ impl Flags {
                         .into(),
                 ));
             }
-            (Store::Redis, Some(url)) => {
-                if let Err(reason) = check_redis_url(&url) {
+            (Store::Redis, Some(urls)) => {
+                let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_owned()).collect();
+                if let Some(reason) = urls.iter().find_map(|u| check_redis_url(u).err()) {
                     return Err(ConfigError::Invalid(format!(
                         "error: invalid value for REDIS_URL (--redis-url): {reason}"
                     )));
                 }
                 Some(RedisSettings {
-                    url,
+                    urls,
                     prefix: self.redis_key_prefix,
                 })
             }
@@ -288,10 +286,10 @@ mod tests {
         assert!(parse(&[]).unwrap().redis.is_none());
         let cfg = parse(&["--store=redis", "--redis-url=redis://:pw@127.0.0.1:6379"]).unwrap();
         let redis = cfg.redis.unwrap();
-        assert_eq!(
-            (redis.url.as_str(), redis.prefix.as_str()),
-            ("redis://:pw@127.0.0.1:6379", "ipc")
-        );
+        assert_eq!(redis.urls, ["redis://:pw@127.0.0.1:6379"]);
+        assert_eq!(redis.prefix, "ipc");
+        let seeds = parse(&["--store=redis", "--redis-url=redis://a:1, redis://b:2"]).unwrap();
+        assert_eq!(seeds.redis.unwrap().urls, ["redis://a:1", "redis://b:2"]);
         assert!(invalid(&["--store=redis"]).contains("REDIS_URL"));
         let no_dir = invalid(&[
             "--store=redis",
@@ -300,7 +298,7 @@ mod tests {
         ]);
         assert!(no_dir.contains("PERSISTENCE=on"), "{no_dir}");
         assert!(parse(&["--store=redis", "--redis-url=rediss://h:6380"]).is_ok());
-        for url in ["http://h", "redis://a,redis://b"] {
+        for url in ["http://h", "redis://a,http://b"] {
             let msg = invalid(&["--store=redis", &format!("--redis-url={url}")]);
             assert!(msg.contains("REDIS_URL") && !msg.contains(url), "{msg}");
         }

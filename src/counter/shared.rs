@@ -21,7 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 
 use super::exact::Exact;
 use super::windows::WindowSettings;
@@ -45,9 +45,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// `REDIS_URL` and `REDIS_KEY_PREFIX`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// A `redis://` or `rediss://` URL (TLS, verified against the system's roots, or the
-    /// PEM file `SSL_CERT_FILE` names).
-    pub url: String,
+    /// `redis://` or `rediss://` URLs (TLS, verified against the system's roots, or the PEM
+    /// file `SSL_CERT_FILE` names): one Redis, or several seed nodes of a Redis Cluster.
+    pub urls: Vec<String>,
     /// The prefix of every key.
     pub prefix: String,
 }
@@ -298,15 +298,37 @@ fn sync(shared: Weak<Shared>) {
     });
 }
 
-/// One connection's life: returns `Ok` when the counter is gone or closing.
+/// Connects to the one Redis, or to the Cluster its several URLs seed, and runs a session.
 async fn session(shared: &Weak<Shared>, link: &Link) -> redis::RedisResult<()> {
-    let client = redis::Client::open(link.settings.url.as_str())?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let mut con = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+    match link.settings.urls.as_slice() {
+        [url] => {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            let con = redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            session_on(con, shared, link).await
+        }
+        seeds => {
+            let con = redis::cluster::ClusterClient::builder(seeds.iter().map(String::as_str))
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .retries(1)
+                .build()?
+                .get_async_connection()
+                .await?;
+            session_on(con, shared, link).await
+        }
+    }
+}
+
+/// One connection's life: returns `Ok` when the counter is gone or closing.
+async fn session_on(
+    mut con: impl ConnectionLike,
+    shared: &Weak<Shared>,
+    link: &Link,
+) -> redis::RedisResult<()> {
     redis::cmd("PING").query_async::<()>(&mut con).await?;
     // From here changes queue; the whole set goes first, so nothing missed is left out.
     link.outbox.pending.lock().linked = true;
@@ -328,7 +350,8 @@ async fn session(shared: &Weak<Shared>, link: &Link) -> redis::RedisResult<()> {
     let _ = walker.await;
     link.outbox.pending.lock().missed = 0;
     if !link.up.swap(true, Ordering::Relaxed) {
-        tracing::info!(url = %redacted(&link.settings.url), "Redis is up; the count is shared");
+        let urls: Vec<String> = link.settings.urls.iter().map(|u| redacted(u)).collect();
+        tracing::info!(urls = %urls.join(","), "Redis is up; the count is shared");
     }
     let mut last_read: Option<Instant> = None;
     loop {
@@ -355,21 +378,25 @@ async fn session(shared: &Weak<Shared>, link: &Link) -> redis::RedisResult<()> {
     }
 }
 
-/// The key of `ip`'s shard and family.
-fn key(prefix: &str, ip: IpAddr) -> String {
-    let (shard, family) = match ip {
-        IpAddr::V4(a) => (shard_of(u64::from(a.to_bits())), 4),
+/// The shard of `ip`, by a multiplicative hash so that neighbouring addresses spread, and its
+/// family's digit.
+fn shard_of(ip: IpAddr) -> (u64, u8) {
+    let (bits, family) = match ip {
+        IpAddr::V4(a) => (u64::from(a.to_bits()), 4),
         IpAddr::V6(a) => {
             let bits = a.to_bits();
-            (shard_of((bits >> 64) as u64 ^ bits as u64), 6)
+            ((bits >> 64) as u64 ^ bits as u64, 6)
         }
     };
-    format!("{{{prefix}:{shard}}}:{family}")
+    (
+        bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32 & (SHARDS - 1),
+        family,
+    )
 }
 
-/// A multiplicative hash, so that neighbouring addresses spread over the shards.
-fn shard_of(bits: u64) -> u64 {
-    bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32 & (SHARDS - 1)
+/// The key of a shard's family: `{prefix:shard}:family`, so a shard's keys share a slot.
+fn key(prefix: &str, shard: u64, family: u8) -> String {
+    format!("{{{prefix}:{shard}}}:{family}")
 }
 
 /// The member an address is kept as: its bytes.
@@ -380,38 +407,39 @@ fn member(ip: IpAddr) -> Vec<u8> {
     }
 }
 
-/// Sends `items` in one pipeline: a `ZADD GT` per key.
+/// Sends `items`: a pipeline per shard (a Cluster takes no pipeline across slots), a `ZADD GT`
+/// per key in it.
 async fn send(
-    con: &mut MultiplexedConnection,
+    con: &mut impl ConnectionLike,
     prefix: &str,
     items: &[(IpAddr, u32)],
 ) -> redis::RedisResult<()> {
-    if items.is_empty() {
-        return Ok(());
-    }
-    let mut by_key: std::collections::HashMap<String, redis::Cmd> =
-        std::collections::HashMap::new();
+    let mut by_shard: Vec<[Option<redis::Cmd>; 2]> = (0..SHARDS).map(|_| [None, None]).collect();
     for &(ip, time) in items {
-        let key = key(prefix, ip);
-        by_key
-            .entry(key.clone())
-            .or_insert_with(|| {
+        let (shard, family) = shard_of(ip);
+        by_shard[shard as usize][usize::from(family == 6)]
+            .get_or_insert_with(|| {
                 let mut cmd = redis::cmd("ZADD");
-                cmd.arg(key).arg("GT");
+                cmd.arg(key(prefix, shard, family)).arg("GT");
                 cmd
             })
             .arg(time)
             .arg(member(ip));
     }
-    let mut pipe = redis::pipe();
-    for cmd in by_key.into_values() {
-        pipe.add_command(cmd).ignore();
+    for cmds in by_shard {
+        let mut pipe = redis::pipe();
+        for cmd in cmds.into_iter().flatten() {
+            pipe.add_command(cmd).ignore();
+        }
+        if !pipe.is_empty() {
+            pipe.query_async::<()>(con).await?;
+        }
     }
-    pipe.query_async::<()>(con).await
+    Ok(())
 }
 
-/// Every shard's `ZCARD`, and with windows each window's `ZCOUNT`, in one pipeline.
-async fn read(con: &mut MultiplexedConnection, link: &Link) -> redis::RedisResult<View> {
+/// Every key's `ZCARD`, and with windows each window's `ZCOUNT`: a pipeline per shard.
+async fn read(con: &mut impl ConnectionLike, link: &Link) -> redis::RedisResult<View> {
     let prefix = &link.settings.prefix;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -428,29 +456,25 @@ async fn read(con: &mut MultiplexedConnection, link: &Link) -> redis::RedisResul
             })
             .collect()
     });
-    let mut pipe = redis::pipe();
+    let mut view = View {
+        counts: Counts::default(),
+        windows: starts.iter().map(|(l, _)| (l.clone(), 0)).collect(),
+    };
     for shard in 0..SHARDS {
+        let mut pipe = redis::pipe();
         for family in [4, 6] {
-            let key = format!("{{{prefix}:{shard}}}:{family}");
+            let key = key(prefix, shard, family);
             pipe.cmd("ZCARD").arg(&key);
             for (_, start) in &starts {
                 pipe.cmd("ZCOUNT").arg(&key).arg(start).arg("+inf");
             }
         }
-    }
-    let replies: Vec<u64> = pipe.query_async(con).await?;
-    let mut view = View {
-        counts: Counts::default(),
-        windows: starts.iter().map(|(l, _)| (l.clone(), 0)).collect(),
-    };
-    for (i, per_key) in replies.chunks(1 + starts.len()).enumerate() {
-        if i % 2 == 0 {
-            view.counts.ipv4 += per_key[0];
-        } else {
-            view.counts.ipv6 += per_key[0];
-        }
-        for (window, n) in view.windows.iter_mut().zip(&per_key[1..]) {
-            window.1 += n;
+        let replies: Vec<u64> = pipe.query_async(con).await?;
+        let (v4, v6) = replies.split_at(1 + starts.len());
+        view.counts.ipv4 += v4[0];
+        view.counts.ipv6 += v6[0];
+        for (window, (a, b)) in view.windows.iter_mut().zip(v4[1..].iter().zip(&v6[1..])) {
+            window.1 += a + b;
         }
     }
     Ok(view)
@@ -475,11 +499,12 @@ mod tests {
     fn keys_spread_over_the_shards_and_keep_families_apart() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..1_000u32 {
-            seen.insert(key("ipc", IpAddr::V4(std::net::Ipv4Addr::from_bits(i))));
+            seen.insert(shard_of(IpAddr::V4(std::net::Ipv4Addr::from_bits(i))));
         }
         assert_eq!(seen.len(), SHARDS as usize, "{seen:?}");
-        let v6 = key("ipc", "2001:db8::1".parse().unwrap());
-        assert!(v6.starts_with("{ipc:") && v6.ends_with("}:6"), "{v6}");
+        let (shard, family) = shard_of("2001:db8::1".parse().unwrap());
+        assert_eq!(family, 6);
+        assert_eq!(key("ipc", shard, family), format!("{{ipc:{shard}}}:6"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `STORE=redis` against a real redis-server (Debian package) on a free 127.0.0.1 port: several
-//! instances show the union of what each was sent, windows included; Redis killed mid-load and
-//! started again empty loses nothing acknowledged, and no count goes down.
+//! `STORE=redis` against a real redis-server (Debian package) on free 127.0.0.1 ports: several
+//! instances show the union of what each was sent, windows included, on one Redis and on a
+//! three-node Redis Cluster; Redis killed mid-load and started again empty loses nothing
+//! acknowledged, and no count goes down; a password and TLS.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, ServerProcess, TestApp, free_port, require_tool};
+use crate::helpers::{Reply, ServerProcess, TestApp, free_port, require_tool, run_command};
 
 /// A private redis-server without persistence, killed on drop.
 pub struct Redis {
@@ -289,4 +290,91 @@ async fn rediss_verifies_the_certificate_and_shares_the_count() {
         .unwrap();
     let stats = Reply::read(stats).await.json();
     assert_eq!(stats["shared"]["status"], "degraded", "{stats}");
+}
+
+/// A port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A three-node Redis Cluster made with `redis-cli --cluster create`, as its docs make one.
+#[tokio::test]
+async fn a_redis_cluster_shows_the_union_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<Redis> = (0..3)
+        .map(|i| {
+            let port = cluster_port();
+            let conf = dir
+                .path()
+                .join(format!("nodes-{i}.conf"))
+                .display()
+                .to_string();
+            Redis::start_with(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addrs.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    let cli = require_tool("redis-cli");
+    let created = run_command(&cli, &create, Duration::from_secs(30));
+    assert!(
+        created.status.success(),
+        "redis-cli --cluster create: {}{}",
+        created.stdout,
+        created.stderr
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for node in &nodes {
+        loop {
+            let port = node.port.to_string();
+            let info = run_command(
+                &cli,
+                &["-p", &port, "cluster", "info"],
+                Duration::from_secs(5),
+            );
+            if info.stdout.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not turn ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // Two seeds of three, as a user would list a few.
+    let seeds = format!("--redis-url=redis://{},redis://{}", addrs[0], addrs[1]);
+    let flags = ["--store=redis", seeds.as_str(), "--redis-key-prefix=cl"];
+    let (a, b) = (
+        TestApp::spawn_with(&flags).await,
+        TestApp::spawn_with(&flags).await,
+    );
+    post(&a, (0..300).map(v4)).await;
+    post(&b, (200..500).map(v4)).await;
+    post(&b, ["2001:db8::7".to_owned()].into_iter()).await;
+    for app in [&a, &b] {
+        wait_for(app, Duration::from_secs(5), |s| {
+            s["unique_ip_addresses"] == 501
+                && s["windows"]["1h"] == 501
+                && s["shared"]["status"] == "ok"
+        })
+        .await;
+    }
 }
