@@ -34,12 +34,15 @@ if os.getenv("WRK_TIMESTAMP") == "now" then
    stamp = ""
 end
 
--- WRK_POOL=N draws the addresses from N fixed ones instead (repeat traffic).
+-- WRK_POOL=N draws the addresses from N fixed ones instead (repeat traffic); with
+-- WRK_NEW=F as well, a fraction F of the requests still carries a fresh random address
+-- (WRK_POOL=20000 WRK_NEW=0.1: about 90 % repeats, as scripts/redis-cost.sh sends).
 local pool = tonumber(os.getenv("WRK_POOL") or "")
+local fresh = tonumber(os.getenv("WRK_NEW") or "") or 0
 
 function request()
    local ip
-   if pool then
+   if pool and math.random() >= fresh then
       local i = math.random(0, pool - 1)
       ip = string.format("10.%d.%d.%d", math.floor(i / 65536) % 256, math.floor(i / 256) % 256, i % 256)
    else
