@@ -1,7 +1,7 @@
 //! The shared kind (`STORE=redis`): many instances, one count. Each instance keeps the exact
 //! kind ([`Exact`]) as its dedupe cache and backlog: an address goes to Redis only when the
 //! local log takes it (new, or seen at a later time step), so at most once a step. The counts
-//! every instance reports are Redis's, read once a second.
+//! every instance reports are Redis's, read four times a second.
 //!
 //! Keys, for `REDIS_KEY_PREFIX` `p` and shard `s` of [`SHARDS`] (by a hash of the address):
 //! `{p:s}:4` and `{p:s}:6`, sorted sets of address bytes to the start of the address's latest
@@ -34,8 +34,11 @@ pub const SHARDS: u64 = 16;
 
 /// How often the outbox is sent.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
-/// How often the shared counts are read (SPEC: at most 1 s old).
-const READ_EVERY: Duration = Duration::from_secs(1);
+/// How often the shared counts are read (SPEC: at most 1 s old, including the send before).
+const READ_EVERY: Duration = Duration::from_millis(250);
+/// Changes queued at most (24 bytes each) while Redis takes them slower than they come; past
+/// it the queue is dropped and the whole set sent again, so memory stays bounded.
+const OUTBOX_MAX: usize = 1 << 20;
 /// Members a pipeline carries at most.
 const PIPELINE: usize = 10_000;
 /// Connecting and each reply: past these Redis counts as down.
@@ -64,23 +67,35 @@ struct Pending {
     /// False while Redis is down: changes are only counted, since the resend after the outage
     /// sends the whole local set anyway.
     linked: bool,
-    /// Changes since Redis went down, until the resend after it is done.
+    /// Changes since Redis went down, or since the queue overflowed, until the resend after
+    /// it is done.
     missed: u64,
+    /// The queue outgrew [`OUTBOX_MAX`] (Redis slower than ingest): the whole set is to be sent
+    /// again instead.
+    overflowed: bool,
 }
 
 impl Outbox {
     /// Queues `items` (address, time in seconds) for Redis.
     pub fn push(&self, items: impl IntoIterator<Item = (IpAddr, u32)>) {
         let mut pending = self.pending.lock();
-        if pending.linked {
-            pending.items.extend(items);
-        } else {
+        if !pending.linked {
             pending.missed += items.into_iter().count() as u64;
+            return;
+        }
+        pending.items.extend(items);
+        if pending.items.len() > OUTBOX_MAX {
+            pending.missed += pending.items.len() as u64;
+            pending.items = Vec::new();
+            pending.overflowed = true;
         }
     }
 
-    fn take(&self) -> Vec<(IpAddr, u32)> {
-        std::mem::take(&mut self.pending.lock().items)
+    /// What is queued, and whether the whole set must be sent instead of just that.
+    fn take(&self) -> (Vec<(IpAddr, u32)>, bool) {
+        let mut pending = self.pending.lock();
+        let overflowed = std::mem::take(&mut pending.overflowed);
+        (std::mem::take(&mut pending.items), overflowed)
     }
 
     /// Redis went down: what was queued is missed too.
@@ -332,23 +347,7 @@ async fn session_on(
     redis::cmd("PING").query_async::<()>(&mut con).await?;
     // From here changes queue; the whole set goes first, so nothing missed is left out.
     link.outbox.pending.lock().linked = true;
-    // Walked on a blocking thread, a part of the set at a time, while this one sends.
-    let (parts, mut received) = tokio::sync::mpsc::channel::<Vec<(IpAddr, u32)>>(4);
-    let walked = shared.clone();
-    let walker = tokio::task::spawn_blocking(move || {
-        if let Some(shared) = walked.upgrade() {
-            shared.local.for_each_member(|part| {
-                let _ = parts.blocking_send(part.to_vec());
-            });
-        }
-    });
-    while let Some(part) = received.recv().await {
-        for part in part.chunks(PIPELINE) {
-            send(&mut con, &link.settings.prefix, part).await?;
-        }
-    }
-    let _ = walker.await;
-    link.outbox.pending.lock().missed = 0;
+    send_all(&mut con, shared, link).await?;
     if !link.up.swap(true, Ordering::Relaxed) {
         let urls: Vec<String> = link.settings.urls.iter().map(|u| redacted(u)).collect();
         tracing::info!(urls = %urls.join(","), "Redis is up; the count is shared");
@@ -359,7 +358,11 @@ async fn session_on(
             return Ok(());
         }
         let closing = link.closing.load(Ordering::Relaxed);
-        let items = link.outbox.take();
+        let (items, overflowed) = link.outbox.take();
+        if overflowed {
+            tracing::warn!("Redis takes changes slower than they come; sending the whole set");
+            send_all(&mut con, shared, link).await?;
+        }
         for part in items.chunks(PIPELINE) {
             if let Err(e) = send(&mut con, &link.settings.prefix, part).await {
                 link.outbox.unlink(items.len());
@@ -376,6 +379,32 @@ async fn session_on(
         }
         tokio::time::sleep(FLUSH_EVERY).await;
     }
+}
+
+/// Sends the whole local set, walked on a blocking thread a part at a time while this one
+/// sends; then nothing missed before is left out.
+async fn send_all(
+    con: &mut impl ConnectionLike,
+    shared: &Weak<Shared>,
+    link: &Link,
+) -> redis::RedisResult<()> {
+    let (parts, mut received) = tokio::sync::mpsc::channel::<Vec<(IpAddr, u32)>>(4);
+    let walked = shared.clone();
+    let walker = tokio::task::spawn_blocking(move || {
+        if let Some(shared) = walked.upgrade() {
+            shared.local.for_each_member(|part| {
+                let _ = parts.blocking_send(part.to_vec());
+            });
+        }
+    });
+    while let Some(part) = received.recv().await {
+        for part in part.chunks(PIPELINE) {
+            send(con, &link.settings.prefix, part).await?;
+        }
+    }
+    let _ = walker.await;
+    link.outbox.pending.lock().missed = 0;
+    Ok(())
 }
 
 /// The shard of `ip`, by a multiplicative hash so that neighbouring addresses spread, and its
@@ -513,13 +542,27 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         outbox.push([(ip, 1)]);
         assert_eq!(outbox.backlog(), 1, "down from the start");
-        assert!(outbox.take().is_empty());
+        assert!(outbox.take().0.is_empty());
         outbox.pending.lock().linked = true;
         outbox.push([(ip, 2), (ip, 3)]);
         assert_eq!(outbox.backlog(), 3);
-        assert_eq!(outbox.take().len(), 2);
+        assert_eq!(outbox.take(), (vec![(ip, 2), (ip, 3)], false));
         outbox.unlink(2);
         assert_eq!(outbox.backlog(), 3, "the missed one and the two unsent");
+    }
+
+    #[test]
+    fn an_outbox_past_its_bound_asks_for_the_whole_set_instead() {
+        let outbox = Outbox::default();
+        outbox.pending.lock().linked = true;
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        outbox.push(std::iter::repeat_n((ip, 1), OUTBOX_MAX));
+        assert_eq!(outbox.backlog(), OUTBOX_MAX as u64, "still queued");
+        outbox.push([(ip, 2)]);
+        let (items, overflowed) = outbox.take();
+        assert!(items.is_empty() && overflowed, "dropped, to be sent whole");
+        assert_eq!(outbox.backlog(), OUTBOX_MAX as u64 + 1, "counted as missed");
+        assert_eq!(outbox.take(), (Vec::new(), false), "asked once");
     }
 
     #[test]
