@@ -269,10 +269,10 @@ impl Counter {
     /// The gauges for `/metrics`: the counts, then the kind's own (its memory, its data
     /// directory's state).
     pub fn gauges(&self) -> Vec<Gauge> {
-        let since = if self.persistent {
-            "since the data directory was created"
-        } else {
-            "since service start"
+        let since = match (&self.kind, self.persistent) {
+            (Kind::Shared(_), _) => "by every instance sharing this Redis key prefix",
+            (Kind::Exact(_), true) => "since the data directory was created",
+            (Kind::Exact(_), false) => "since service start",
         };
         let counts = self.counts();
         let mut gauges = vec![

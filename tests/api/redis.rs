@@ -154,6 +154,10 @@ async fn three_instances_show_the_union_windows_included() {
     let text = apps[1].metrics_text().await;
     assert!(text.contains("\nipcounter_redis_up 1\n"), "{text}");
     assert!(text.contains("\nunique_ip_addresses 402\n"), "{text}");
+    assert!(
+        text.contains("# HELP unique_ip_addresses Total number of unique IP addresses seen by every instance sharing this Redis key prefix"),
+        "{text}"
+    );
 }
 
 /// NDJSON batches of 50 new addresses posted back to back until `stop`; returns how many
