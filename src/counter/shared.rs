@@ -41,6 +41,9 @@ const READ_EVERY: Duration = Duration::from_millis(250);
 const OUTBOX_MAX: usize = 1 << 20;
 /// Members a pipeline carries at most.
 const PIPELINE: usize = 10_000;
+/// Waits between attempts to reach Redis: doubling from the first to the last.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(2);
 /// Connecting and each reply: past these Redis counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -282,7 +285,7 @@ fn sync(shared: Weak<Shared>) {
     // rediss://: redis-rs builds its TLS config from the process's default provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     runtime.block_on(async move {
-        let mut delay = Duration::from_millis(100);
+        let mut delay = FIRST_RETRY;
         loop {
             let Some(link) = shared.upgrade().map(|s| s.link.clone()) else {
                 return;
@@ -300,6 +303,7 @@ fn sync(shared: Weak<Shared>) {
                 Err(e) => {
                     if link.up.swap(false, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "Redis is down; counting locally until it is back");
+                        delay = FIRST_RETRY;
                     } else {
                         tracing::debug!(error = %e, "Redis still unreachable");
                     }
@@ -308,7 +312,7 @@ fn sync(shared: Weak<Shared>) {
             }
             drop(link);
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(LAST_RETRY);
         }
     });
 }
