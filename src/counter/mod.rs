@@ -17,6 +17,7 @@
 
 pub mod clock;
 pub mod exact;
+mod outbox;
 pub mod shared;
 pub mod windows;
 

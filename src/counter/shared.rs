@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use redis::aio::ConnectionLike;
 
 use super::exact::Exact;
+use super::outbox::Outbox;
 use super::windows::WindowSettings;
 use super::{Counts, Gauge, Observation};
 use crate::wal::{DataDir, RecoveryError, StorageError};
@@ -36,9 +37,6 @@ pub const SHARDS: u64 = 16;
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
 /// How often the shared counts are read (SPEC: at most 1 s old, including the send before).
 const READ_EVERY: Duration = Duration::from_millis(250);
-/// Changes queued at most (24 bytes each) while Redis takes them slower than they come; past
-/// it the queue is dropped and the whole set sent again, so memory stays bounded.
-const OUTBOX_MAX: usize = 1 << 20;
 /// Members a pipeline carries at most.
 const PIPELINE: usize = 10_000;
 /// Waits between attempts to reach Redis: doubling from the first to the last.
@@ -56,63 +54,6 @@ pub struct RedisSettings {
     pub urls: Vec<String>,
     /// The prefix of every key.
     pub prefix: String,
-}
-
-/// What the local log took and Redis has not yet been sent: addresses and their times.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    pending: Mutex<Pending>,
-}
-
-#[derive(Debug, Default)]
-struct Pending {
-    items: Vec<(IpAddr, u32)>,
-    /// False while Redis is down: changes are only counted, since the resend after the outage
-    /// sends the whole local set anyway.
-    linked: bool,
-    /// Changes since Redis went down, or since the queue overflowed, until the resend after
-    /// it is done.
-    missed: u64,
-    /// The queue outgrew [`OUTBOX_MAX`] (Redis slower than ingest): the whole set is to be sent
-    /// again instead.
-    overflowed: bool,
-}
-
-impl Outbox {
-    /// Queues `items` (address, time in seconds) for Redis.
-    pub fn push(&self, items: impl IntoIterator<Item = (IpAddr, u32)>) {
-        let mut pending = self.pending.lock();
-        if !pending.linked {
-            pending.missed += items.into_iter().count() as u64;
-            return;
-        }
-        pending.items.extend(items);
-        if pending.items.len() > OUTBOX_MAX {
-            pending.missed += pending.items.len() as u64;
-            pending.items = Vec::new();
-            pending.overflowed = true;
-        }
-    }
-
-    /// What is queued, and whether the whole set must be sent instead of just that.
-    fn take(&self) -> (Vec<(IpAddr, u32)>, bool) {
-        let mut pending = self.pending.lock();
-        let overflowed = std::mem::take(&mut pending.overflowed);
-        (std::mem::take(&mut pending.items), overflowed)
-    }
-
-    /// Redis went down: what was queued is missed too.
-    fn unlink(&self, unsent: usize) {
-        let mut pending = self.pending.lock();
-        pending.linked = false;
-        pending.missed += (unsent + pending.items.len()) as u64;
-        pending.items = Vec::new();
-    }
-
-    fn backlog(&self) -> u64 {
-        let pending = self.pending.lock();
-        pending.items.len() as u64 + pending.missed
-    }
 }
 
 /// The counts as Redis last gave them.
@@ -350,7 +291,7 @@ async fn session_on(
 ) -> redis::RedisResult<()> {
     redis::cmd("PING").query_async::<()>(&mut con).await?;
     // From here changes queue; the whole set goes first, so nothing missed is left out.
-    link.outbox.pending.lock().linked = true;
+    link.outbox.link();
     send_all(&mut con, shared, link).await?;
     if !link.up.swap(true, Ordering::Relaxed) {
         let urls: Vec<String> = link.settings.urls.iter().map(|u| redacted(u)).collect();
@@ -407,7 +348,7 @@ async fn send_all(
         }
     }
     let _ = walker.await;
-    link.outbox.pending.lock().missed = 0;
+    link.outbox.caught_up();
     Ok(())
 }
 
@@ -538,35 +479,6 @@ mod tests {
         let (shard, family) = shard_of("2001:db8::1".parse().unwrap());
         assert_eq!(family, 6);
         assert_eq!(key("ipc", shard, family), format!("{{ipc:{shard}}}:6"));
-    }
-
-    #[test]
-    fn an_outbox_counts_what_it_cannot_queue_while_redis_is_down() {
-        let outbox = Outbox::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        outbox.push([(ip, 1)]);
-        assert_eq!(outbox.backlog(), 1, "down from the start");
-        assert!(outbox.take().0.is_empty());
-        outbox.pending.lock().linked = true;
-        outbox.push([(ip, 2), (ip, 3)]);
-        assert_eq!(outbox.backlog(), 3);
-        assert_eq!(outbox.take(), (vec![(ip, 2), (ip, 3)], false));
-        outbox.unlink(2);
-        assert_eq!(outbox.backlog(), 3, "the missed one and the two unsent");
-    }
-
-    #[test]
-    fn an_outbox_past_its_bound_asks_for_the_whole_set_instead() {
-        let outbox = Outbox::default();
-        outbox.pending.lock().linked = true;
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        outbox.push(std::iter::repeat_n((ip, 1), OUTBOX_MAX));
-        assert_eq!(outbox.backlog(), OUTBOX_MAX as u64, "still queued");
-        outbox.push([(ip, 2)]);
-        let (items, overflowed) = outbox.take();
-        assert!(items.is_empty() && overflowed, "dropped, to be sent whole");
-        assert_eq!(outbox.backlog(), OUTBOX_MAX as u64 + 1, "counted as missed");
-        assert_eq!(outbox.take(), (Vec::new(), false), "asked once");
     }
 
     #[test]

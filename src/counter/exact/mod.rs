@@ -24,7 +24,7 @@ pub use durable::ExactState;
 pub use set::AddressSet;
 
 use super::clock::Clock;
-use super::shared::Outbox;
+use super::outbox::Outbox;
 use super::windows::{Change, WindowSettings, Windows};
 use super::{Counts, Gauge, Observation};
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError, Wal};
