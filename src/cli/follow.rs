@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use super::post::{Job, SendError};
-use super::send::{Sender, Sent};
+use super::post::{Job, SendError, Sender, Sent};
 use crate::batch::{self, LineFormat};
 use crate::cli::logfile::Input;
 

@@ -17,14 +17,12 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
-use serde::Serialize;
 
 use super::follow::{self, Source};
 pub use super::post::SendError;
-use super::post::{BatchReply, Job, post_batch, trusting};
+use super::post::{Job, Sender, Sent, count_lines};
 use crate::batch::{self, LineFormat};
 use crate::cli::logfile::{self, Input};
 
@@ -79,124 +77,16 @@ pub struct SendArgs {
     pub cacert: Option<PathBuf>,
 }
 
-/// What a run sent and what the service answered, summed over its batches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Sent {
-    /// Lines sent, blank ones included.
-    pub lines: u64,
-    /// Requests that succeeded.
-    pub requests: u64,
-    /// Entries the service accepted.
-    pub accepted: u64,
-    /// Entries the service rejected.
-    pub rejected: u64,
-    /// The service's distinct count after the last batch.
-    pub unique_ips: u64,
-}
-
-/// Most rejected lines reported on stderr over a whole run.
-const MAX_NOTED_ERRORS: usize = 10;
-
-/// How long a followed or streamed run waits before trying an unreachable service again.
-const RETRY_UNREACHABLE: Duration = Duration::from_secs(5);
-
-/// The service's end of a run: where batches go, how, and how often they are retried.
-pub struct Sender {
-    agent: ureq::Agent,
-    url: String,
-    authorization: Option<String>,
-    retries: u32,
-    /// Lines per batch.
-    pub(super) batch_lines: u64,
-    /// The line format of every input, when given.
-    pub(super) format: Option<LineFormat>,
-    /// Rejected lines reported so far.
-    noted: Mutex<usize>,
-}
-
-impl Sender {
-    /// A sender for `args`; fails when `--cacert` cannot be read.
-    pub fn new(args: &SendArgs) -> Result<Sender, SendError> {
-        let mut config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .timeout_global(Some(Duration::from_secs(120)));
-        if let Some(path) = &args.cacert {
-            config = config.tls_config(trusting(path)?);
-        }
-        Ok(Sender {
-            agent: config.build().into(),
-            url: logs_url(&args.to),
-            authorization: args.token.as_ref().map(|token| format!("Bearer {token}")),
-            retries: args.retries,
-            batch_lines: u64::from(args.batch_lines),
-            format: args.format,
-            noted: Mutex::new(0),
-        })
-    }
-
-    /// Posts `job` (with `--retries`) and adds its reply to `sent`; `note` gets the first
-    /// rejected lines of the run, as `input:line: message`.
-    fn post(&self, job: &Job, sent: &Mutex<Sent>, note: &impl Fn(&str)) -> Result<(), SendError> {
-        let authorization = self.authorization.as_deref();
-        let reply = post_batch(&self.agent, &self.url, authorization, job, self.retries)?;
-        self.tally(
-            job,
-            &reply,
-            &mut sent.lock().expect("no thread panics"),
-            note,
-        );
-        Ok(())
-    }
-
-    fn tally(&self, job: &Job, reply: &BatchReply, t: &mut Sent, note: &impl Fn(&str)) {
-        t.lines += count_lines(&job.body);
-        t.requests += 1;
-        t.accepted += reply.accepted;
-        t.rejected += reply.rejected;
-        // The count never goes down: the largest reply is the latest.
-        t.unique_ips = t.unique_ips.max(reply.unique_ips);
-        let mut n = self.noted.lock().expect("no thread panics");
-        for e in reply.errors.iter().take(MAX_NOTED_ERRORS - *n) {
-            let line = job.first_line + e.line - 1;
-            note(&format!("{}:{line}: {}", job.input, e.message));
-            *n += 1;
-        }
-    }
-
-    /// Posts `job` until it is delivered, trying an unreachable service again every few
-    /// seconds; `false` when `stop` turned true first. A refusal (4xx) is an error.
-    pub(super) fn post_until_delivered(
-        &self,
-        job: &Job,
-        stop: &AtomicBool,
-        sent: &mut Sent,
-        note: &impl Fn(&str),
-    ) -> Result<bool, SendError> {
-        let authorization = self.authorization.as_deref();
-        loop {
-            match post_batch(&self.agent, &self.url, authorization, job, self.retries) {
-                Ok(reply) => {
-                    self.tally(job, &reply, sent, note);
-                    return Ok(true);
-                }
-                Err(SendError::Unreachable(why)) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return Ok(false);
-                    }
-                    eprintln!(
-                        "ip-counter send: {why}; trying again in {}s",
-                        RETRY_UNREACHABLE.as_secs()
-                    );
-                    let until = Instant::now() + RETRY_UNREACHABLE;
-                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                        thread::sleep(Duration::from_millis(100));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
+/// The sender `args` ask for; fails when `--cacert` cannot be read.
+fn sender(args: &SendArgs) -> Result<Sender, SendError> {
+    Sender::new(
+        &args.to,
+        args.token.as_deref(),
+        args.cacert.as_deref(),
+        args.retries,
+        u64::from(args.batch_lines),
+        args.format,
+    )
 }
 
 /// Sends every line of `inputs` to the service; `note` receives the rejected lines the
@@ -207,7 +97,7 @@ pub fn send_inputs(
     progress: &ProgressBar,
     note: impl Fn(&str) + Sync,
 ) -> Result<Sent, SendError> {
-    let sender = Sender::new(args)?;
+    let sender = sender(args)?;
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(usize::from(args.concurrency));
     let jobs_rx = Mutex::new(jobs_rx);
     let stop = AtomicBool::new(false);
@@ -244,21 +134,6 @@ pub fn send_inputs(
         Some(e) => Err(e),
         None => Ok(totals.into_inner().expect("no thread panics")),
     }
-}
-
-/// `POST /logs` under `base`, unless `base` already is that URL.
-fn logs_url(base: &str) -> String {
-    let base = base.trim_end_matches('/');
-    if base.ends_with("/logs") {
-        base.to_owned()
-    } else {
-        format!("{base}/logs")
-    }
-}
-
-fn count_lines(body: &[u8]) -> u64 {
-    let newlines = memchr::memchr_iter(b'\n', body).count() as u64;
-    newlines + u64::from(!body.ends_with(b"\n"))
 }
 
 /// Why reading an input ended early.
@@ -414,27 +289,12 @@ fn streaming(args: &SendArgs, source: Source, note: impl Fn(&str)) -> Result<Sen
             source,
         })?;
     }
-    follow::stream(source, &Sender::new(args)?, stop, note)
+    follow::stream(source, &sender(args)?, stop, note)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_logs_path_is_added_once() {
-        assert_eq!(logs_url("http://h:5000"), "http://h:5000/logs");
-        assert_eq!(logs_url("http://h:5000/"), "http://h:5000/logs");
-        assert_eq!(logs_url("http://h:5000/logs"), "http://h:5000/logs");
-        assert_eq!(logs_url("http://h/ingest/"), "http://h/ingest/logs");
-    }
-
-    #[test]
-    fn lines_are_counted_with_or_without_a_final_newline() {
-        assert_eq!(count_lines(b""), 1);
-        assert_eq!(count_lines(b"a\nb\n"), 2);
-        assert_eq!(count_lines(b"a\nb"), 2);
-    }
 
     fn jobs(data: &[u8], batch_lines: u32) -> Vec<(u64, Vec<u8>)> {
         let dir = tempfile::tempdir().unwrap();
