@@ -59,8 +59,9 @@ impl App {
         .await?;
         let recovery = data_dir.is_some().then_some(config.http.request_timeout);
         let clock = Arc::new(SystemClock);
-        let counter = match (config.redis, recovery) {
-            (Some(redis), Some(recovery)) => {
+        let counter = match (config.approx, config.redis, recovery) {
+            (Some(lg_k), _, _) => Counter::approx(lg_k, recovery),
+            (None, Some(redis), Some(recovery)) => {
                 Counter::shared(config.windows.as_ref(), recovery, clock, redis)?
             }
             _ => Counter::exact(config.windows.as_ref(), recovery, clock)?,

@@ -83,6 +83,17 @@ pub struct Flags {
     #[arg(long, env = "MAX_CLOCK_SKEW", default_value = "5m", value_parser = parse_duration)]
     pub max_clock_skew: Duration,
 
+    /// `exact` keeps every address; `approx` a HyperLogLog sketch per family (fixed memory,
+    /// relative standard error 1.04/sqrt(2^HLL_PRECISION); needs WINDOWS= for now); `auto`
+    /// (exact, then the sketch past MEMORY_BUDGET) is not built yet
+    #[arg(long, env = "COUNT_MODE", value_enum, default_value_t = CountMode::Exact)]
+    pub count_mode: CountMode,
+
+    /// log2 of the sketch's registers, 4 to 21; 14: 0.81 % relative standard error in 32 KiB
+    #[arg(long, env = "HLL_PRECISION", default_value_t = 14,
+          value_parser = clap::value_parser!(u8).range(4..=21))]
+    pub hll_precision: u8,
+
     /// `local`, or `redis`: the count is shared by every instance on the same Redis (needs
     /// REDIS_URL and PERSISTENCE=on, whose data directory holds what Redis has not confirmed)
     #[arg(long, env = "STORE", value_enum, default_value_t = Store::Local)]
@@ -168,6 +179,17 @@ impl LogLevel {
             LogLevel::Error => "error",
         }
     }
+}
+
+/// How addresses are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CountMode {
+    /// Every address kept: the count is exact.
+    Exact,
+    /// A HyperLogLog sketch: fixed memory, a known error.
+    Approx,
+    /// Exact until MEMORY_BUDGET, then the sketch.
+    Auto,
 }
 
 /// Where the count lives.

@@ -20,7 +20,7 @@ use crate::http::auth::Tokens;
 use crate::http::tls::Tls;
 use crate::{http, wal};
 pub(crate) use flags::to_config_error;
-pub use flags::{Flags, LogFormat, LogLevel, Store, Switch};
+pub use flags::{CountMode, Flags, LogFormat, LogLevel, Store, Switch};
 
 /// Exit status for a bad setting, as for any usage error.
 pub const USAGE_EXIT_CODE: u8 = 2;
@@ -46,6 +46,8 @@ pub struct Config {
     pub windows: Option<WindowSettings>,
     /// `STORE=redis`: the shared store's settings.
     pub redis: Option<RedisSettings>,
+    /// `COUNT_MODE=approx`: the sketch's `HLL_PRECISION`; `None` when exact.
+    pub approx: Option<u8>,
     /// The listeners' and handlers' settings.
     pub http: http::Settings,
 }
@@ -170,7 +172,32 @@ impl Flags {
                 })
             }
         };
+        let approx = match self.count_mode {
+            CountMode::Exact => None,
+            CountMode::Auto => {
+                return Err(ConfigError::Invalid(
+                    "error: COUNT_MODE=auto (--count-mode) is not built yet; use exact or approx"
+                        .into(),
+                ));
+            }
+            CountMode::Approx if windows.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "error: COUNT_MODE=approx (--count-mode) has no time windows yet: set \
+                     WINDOWS= (empty) with it"
+                        .into(),
+                ));
+            }
+            CountMode::Approx if redis.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "error: COUNT_MODE=approx (--count-mode) cannot be shared yet: use it with \
+                     STORE=local"
+                        .into(),
+                ));
+            }
+            CountMode::Approx => Some(self.hll_precision),
+        };
         Ok(Config {
+            approx,
             redis,
             windows,
             server_host: self.server_host,
@@ -403,6 +430,8 @@ mod tests {
             "REQUEST_TIMEOUT",
             "MAX_CONNECTIONS",
             "PROXY_PROTOCOL",
+            "COUNT_MODE",
+            "HLL_PRECISION",
             "STORE",
             "REDIS_URL",
             "REDIS_KEY_PREFIX",

@@ -15,6 +15,7 @@
 //! The kinds live beside it, one module each: [`exact`], and [`shared`] (the exact kind with
 //! its changes sent to Redis). docs/DESIGN.md says how to add one.
 
+pub mod approx;
 pub mod clock;
 pub mod exact;
 mod outbox;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError};
+use approx::Approx;
 use clock::{Clock, SystemClock};
 use exact::Exact;
 use shared::{RedisSettings, Shared};
@@ -96,6 +98,8 @@ enum Kind {
     Exact(Exact),
     /// The exact kind locally, the count shared by every instance on one Redis.
     Shared(Arc<Shared>),
+    /// A HyperLogLog sketch per family.
+    Approx(Approx),
 }
 
 /// The one counter of a service or a command; see the module docs.
@@ -154,11 +158,28 @@ impl Counter {
         }
     }
 
+    /// An approximate counter (`COUNT_MODE=approx`) of `2^lg_k` registers a family, waiting for
+    /// its data directory as [`Counter::exact`] does with `recovery`.
+    pub fn approx(lg_k: u8, recovery: Option<Duration>) -> Counter {
+        Counter::of(
+            Kind::Approx(Approx::new(lg_k, recovery.is_some())),
+            recovery,
+        )
+    }
+
     /// With a shared store: whether it answers, and the changes not sent to it yet.
     pub fn shared_status(&self) -> Option<(bool, u64)> {
         match &self.kind {
-            Kind::Exact(_) => None,
+            Kind::Exact(_) | Kind::Approx(_) => None,
             Kind::Shared(shared) => Some(shared.status()),
+        }
+    }
+
+    /// `exact` or `approx`, and the counts' relative standard error (0 when exact).
+    pub fn mode(&self) -> (&'static str, f64) {
+        match &self.kind {
+            Kind::Exact(_) | Kind::Shared(_) => ("exact", 0.0),
+            Kind::Approx(approx) => ("approx", approx.relative_standard_error()),
         }
     }
 
@@ -168,6 +189,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.recover(data_dir)?,
             Kind::Shared(shared) => shared.recover(data_dir)?,
+            Kind::Approx(approx) => approx.recover(data_dir)?,
         }
         self.accepting.store(true, Ordering::Release);
         self.recovered.send_replace(true);
@@ -202,6 +224,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.record(observations),
             Kind::Shared(shared) => shared.record(observations),
+            Kind::Approx(approx) => approx.record(observations),
         }
     }
 
@@ -213,6 +236,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.record_one(observation),
             Kind::Shared(shared) => shared.record_one(observation),
+            Kind::Approx(approx) => approx.record_one(observation),
         }
     }
 
@@ -222,6 +246,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.settle().await,
             Kind::Shared(shared) => shared.settle().await,
+            Kind::Approx(approx) => approx.settle().await,
         }
     }
 
@@ -230,6 +255,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.counts(),
             Kind::Shared(shared) => shared.counts(),
+            Kind::Approx(approx) => approx.counts(),
         }
     }
 
@@ -238,6 +264,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.windows(),
             Kind::Shared(shared) => shared.windows(),
+            Kind::Approx(_) => Vec::new(),
         }
     }
 
@@ -246,6 +273,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.clock_skew_entries(),
             Kind::Shared(shared) => shared.clock_skew_entries(),
+            Kind::Approx(_) => 0,
         }
     }
 
@@ -254,6 +282,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.memory_bytes(),
             Kind::Shared(shared) => shared.memory_bytes(),
+            Kind::Approx(approx) => approx.memory_bytes(),
         }
     }
 
@@ -264,6 +293,7 @@ impl Counter {
             && match &self.kind {
                 Kind::Exact(exact) => exact.writable(),
                 Kind::Shared(shared) => shared.writable(),
+                Kind::Approx(approx) => approx.writable(),
             }
     }
 
@@ -272,8 +302,8 @@ impl Counter {
     pub fn gauges(&self) -> Vec<Gauge> {
         let since = match (&self.kind, self.persistent) {
             (Kind::Shared(_), _) => "by every instance sharing this Redis key prefix",
-            (Kind::Exact(_), true) => "since the data directory was created",
-            (Kind::Exact(_), false) => "since service start",
+            (_, true) => "since the data directory was created",
+            (_, false) => "since service start",
         };
         let counts = self.counts();
         let mut gauges = vec![
@@ -296,6 +326,7 @@ impl Counter {
         gauges.extend(match &self.kind {
             Kind::Exact(exact) => exact.gauges(),
             Kind::Shared(shared) => shared.gauges(),
+            Kind::Approx(approx) => approx.gauges(),
         });
         gauges
     }
@@ -306,6 +337,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.snapshot(),
             Kind::Shared(shared) => shared.snapshot(),
+            Kind::Approx(approx) => approx.snapshot(),
         }
     }
 
@@ -314,6 +346,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.close(),
             Kind::Shared(shared) => shared.close(),
+            Kind::Approx(approx) => approx.close(),
         }
     }
 }

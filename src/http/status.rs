@@ -67,6 +67,10 @@ struct Stats {
     windows: Windows,
     estimated_memory_usage_bytes: usize,
     uptime_seconds: u64,
+    /// `exact` or `approx`.
+    mode: &'static str,
+    /// 0 when exact.
+    relative_standard_error: f64,
     /// With `STORE=redis` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     shared: Option<SharedStatus>,
@@ -104,6 +108,8 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<impl Serialize> {
         windows: Windows(state.counter.windows()),
         estimated_memory_usage_bytes: state.counter.memory_bytes(),
         uptime_seconds: state.started.elapsed().as_secs(),
+        mode: state.counter.mode().0,
+        relative_standard_error: state.counter.mode().1,
         shared: state
             .counter
             .shared_status()

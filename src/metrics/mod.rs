@@ -113,6 +113,11 @@ struct WindowLabel {
     window: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    mode: &'static str,
+}
+
 /// What one thread has counted. Each thread updates only its own, under an uncontended lock,
 /// and a scrape adds them up, so that worker threads never fight over shared instruments
 /// (docs/DESIGN.md, "Metrics").
@@ -359,6 +364,21 @@ impl Collector for CounterCollector {
                 value.metric_type(),
             )?)?;
         }
+        let (mode, error) = self.counter.mode();
+        let mut family = encoder.encode_descriptor(
+            "ipcounter_count_mode",
+            "1 for the COUNT_MODE the counts come from: exact, or approx (a HyperLogLog sketch)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1i64).encode(family.encode_family(&ModeLabel { mode })?)?;
+        let error = ConstGauge::new(error);
+        error.encode(encoder.encode_descriptor(
+            "ipcounter_count_relative_standard_error",
+            "Relative standard error of the counts: 1.04/sqrt(2^HLL_PRECISION) when approx, 0 when exact",
+            None,
+            error.metric_type(),
+        )?)?;
         let windows = self.counter.windows();
         if !windows.is_empty() {
             let mut family = encoder.encode_descriptor(

@@ -3,7 +3,7 @@
 use std::fs::{self, File, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -93,6 +93,11 @@ impl DataDir {
             settings,
             _locks: [directory, lock],
         })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.settings.dir
     }
 
     /// Reads the directory back into `state` (blocking: seconds for tens of millions of

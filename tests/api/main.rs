@@ -1,6 +1,7 @@
 //! Black-box tests of the HTTP API: the service in-process on port 0 ([`helpers::TestApp`]) and
 //! the real binary ([`helpers::ServerProcess`]), one module per area.
 
+mod approx;
 mod auth;
 mod batch;
 mod chaos;

@@ -99,7 +99,7 @@ pub fn log_records(bits: &Bits) -> Vec<u8> {
 }
 
 /// The address of a log record.
-fn log_record_addr(record: [u8; 16]) -> IpAddr {
+pub fn log_record_addr(record: [u8; 16]) -> IpAddr {
     IpAddr::V6(Ipv6Addr::from(record)).to_canonical()
 }
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 pub use bits::{Bits, Family, Run, Sightings, StampedRun};
-pub use durable::ExactState;
+pub use durable::{ExactState, log_record, log_record_addr};
 pub use set::AddressSet;
 
 use super::clock::Clock;

@@ -235,7 +235,10 @@ fn check_header(
 pub fn unknown_version(version: Version) -> Damage {
     damage(
         7,
-        format!("format version {version}, which this build does not read (it reads 1 and 2)"),
+        format!(
+            "format version {version}, which this COUNT_MODE does not read (1 and 2 are \
+             COUNT_MODE=exact, 3 is COUNT_MODE=approx): start it with the mode that wrote it"
+        ),
     )
 }
 

@@ -30,6 +30,8 @@ const SETTINGS: &[&str] = &[
     "COUNT_MODE",
     "HLL_PRECISION",
     "MEMORY_BUDGET",
+    "COUNT_MODE",
+    "HLL_PRECISION",
     "STORE",
     "REDIS_URL",
     "REDIS_KEY_PREFIX",
