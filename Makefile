@@ -9,7 +9,7 @@ IMAGE        ?= ip-counter:latest
 LOG_PORT     ?= 5000
 METRICS_PORT ?= 9102
 
-.PHONY: help build run dev test test-unit test-integration bench load-test durability-cost windows-cost redis-cost shipper-cost ab crash-test restart-time security-cost body-flood fuzz chaos memory coverage \
+.PHONY: help build run dev test test-unit test-integration bench load-test durability-cost windows-cost approx-cost redis-cost shipper-cost ab crash-test restart-time security-cost body-flood fuzz chaos memory coverage \
         fmt lint audit check ci docs docker-build docker-run install-dev-deps
 
 help: ## List the targets with a one-line description
@@ -46,6 +46,9 @@ durability-cost: ## Throughput memory-only vs DURABILITY=buffered vs fsync, as r
 
 windows-cost: ## Throughput with the default WINDOWS against WINDOWS= (off): single entries and bulk batches (ROUNDS=5)
 	scripts/windows-cost.sh
+
+approx-cost: ## COUNT_MODE=approx against exact (both WINDOWS=): single entries and bulk batches (ROUNDS=5)
+	scripts/approx-cost.sh
 
 redis-cost: ## STORE=redis against local: single entries with ~90 % repeats, bulk batches, Redis memory per address (ROUNDS=5)
 	scripts/redis-cost.sh
