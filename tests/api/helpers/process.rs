@@ -30,8 +30,6 @@ const SETTINGS: &[&str] = &[
     "COUNT_MODE",
     "HLL_PRECISION",
     "MEMORY_BUDGET",
-    "COUNT_MODE",
-    "HLL_PRECISION",
     "STORE",
     "REDIS_URL",
     "REDIS_KEY_PREFIX",
@@ -46,9 +44,6 @@ const SETTINGS: &[&str] = &[
     "REQUEST_TIMEOUT",
     "MAX_CONNECTIONS",
     "PROXY_PROTOCOL",
-    "STORE",
-    "REDIS_URL",
-    "REDIS_KEY_PREFIX",
 ];
 
 /// A port that was free a moment ago on 127.0.0.1.
