@@ -2,8 +2,9 @@
 //!
 //! Each input (a file, `.gz` or not, or standard input) is read in large chunks on a second
 //! thread ([`crate::cli::logfile`]), split into lines and parsed exactly as `POST /logs` parses a
-//! batch ([`crate::batch`]), into the same [`Counter`] the service uses. The format is detected per
-//! input from its first non-blank line unless `--format` forces it.
+//! batch ([`crate::batch`]), into the same [`Counter`] the service uses: exact, or with
+//! `--approx` the service's HyperLogLog sketch. The format is detected per input from its first
+//! non-blank line unless `--format` forces it.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -31,6 +32,11 @@ pub struct CountArgs {
     /// Print {"total":..,"ipv4":..,"ipv6":..,"lines":..,"rejected":..} instead of the number
     #[arg(long)]
     pub json: bool,
+
+    /// Estimate with a HyperLogLog sketch of 2^14 registers a family (0.81 % relative standard
+    /// error) in fixed memory, for files too big to count exactly
+    #[arg(long)]
+    pub approx: bool,
 }
 
 /// What a count found over all inputs.
@@ -143,7 +149,10 @@ fn count_input(
 pub fn run(args: &CountArgs) -> ExitCode {
     let inputs = Input::from_args(&args.files);
     let progress = logfile::progress_bar(&inputs);
-    let counter = Counter::in_memory();
+    let counter = match args.approx {
+        true => Counter::approx(14, None),
+        false => Counter::in_memory(),
+    };
     let result = count_inputs(
         &inputs,
         args.format,

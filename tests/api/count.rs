@@ -138,6 +138,30 @@ fn a_big_file_is_counted_exactly() {
 }
 
 #[test]
+fn approx_estimates_a_big_file_within_three_standard_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = String::new();
+    for i in 0..200_000u32 {
+        let n = i % 100_000;
+        log.push_str(&format!(
+            "{{\"ip\":\"10.{}.{}.{}\"}}\n",
+            n >> 16,
+            (n >> 8) & 255,
+            n & 255
+        ));
+    }
+    let file = write_file(dir.path(), "big.ndjson", log.as_bytes());
+    let summary = json_summary(&count(&["--approx", "--json", file.to_str().unwrap()]));
+    let total = summary["total"].as_f64().unwrap();
+    assert!(
+        (total - 100_000.0).abs() < 3.0 * 0.008_125 * 100_000.0,
+        "{summary}"
+    );
+    assert_eq!(summary["lines"], 200_000);
+    assert_eq!(summary["ipv6"], 0);
+}
+
+#[test]
 fn an_unreadable_file_fails_naming_it() {
     let run = count(&["/nonexistent/access.log"]);
     assert_eq!(run.status.code(), Some(1), "{run:?}");
