@@ -46,15 +46,7 @@ async fn an_estimate_within_three_standard_errors_that_survives_kill_9() {
     let ipv6 = before["unique_ipv6"].as_u64().unwrap() as f64;
     assert!((ipv6 - 20_000.0).abs() / 20_000.0 < 3.0 * rse, "{before}");
 
-    let metrics = server
-        .client
-        .get(format!("http://{}/metrics", server.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text().await;
     assert_eq!(
         metric_sum(&metrics, "ipcounter_count_mode", &[("mode", "approx")]),
         1.0

@@ -162,9 +162,8 @@ async fn ready_status(server: &ServerProcess) -> u16 {
 }
 
 async fn writable_gauge(server: &ServerProcess) -> f64 {
-    let url = format!("http://{}/metrics", server.metrics);
-    let text = server.client.get(url).send().await.unwrap().text().await;
-    crate::helpers::metric_value(&text.unwrap(), "ipcounter_persistence_writable")
+    let text = server.metrics_text().await;
+    crate::helpers::metric_value(&text, "ipcounter_persistence_writable")
 }
 
 /// Polls until `/ready` answers `status`; fails after `within`.

@@ -139,13 +139,7 @@ async fn the_count_survives_a_restart_and_shutdown_syncs_it() {
     assert_eq!(server.unique_count().await, 40);
     let reply = server.post_ip(&ips[7]).await;
     assert_eq!(reply.json()["message"], "IP already seen", "{}", reply.text);
-    let metrics = server
-        .client
-        .get(format!("http://{}/metrics", server.metrics))
-        .send()
-        .await
-        .unwrap();
-    let text = metrics.text().await.unwrap();
+    let text = server.metrics_text().await;
     assert!(text.contains("\nunique_ip_addresses 40\n"), "{text}");
     assert!(
         text.contains("\nipcounter_persistence_writable 1\n"),
@@ -164,16 +158,7 @@ async fn the_count_survives_a_restart_and_shutdown_syncs_it() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
-        let url = format!("http://{}/metrics", server.metrics);
-        text = server
-            .client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = server.metrics_text().await;
     }
     assert!(snapshot_time(&text) > 1.7e9, "{text}");
 }
@@ -587,16 +572,7 @@ async fn repeat_traffic_writes_nothing() {
     let data = tempfile::tempdir().unwrap();
     let server = start(data.path(), &[]).await;
     let log_bytes = || async {
-        let url = format!("http://{}/metrics", server.metrics);
-        let text = server
-            .client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics_text().await;
         crate::helpers::metric_value(&text, "ipcounter_persistence_log_bytes")
     };
     let empty = log_bytes().await;

@@ -302,6 +302,13 @@ impl ServerProcess {
         }
     }
 
+    /// `GET /metrics` on the metrics listener, as text.
+    pub async fn metrics_text(&self) -> String {
+        let url = format!("http://{}/metrics", self.metrics);
+        let reply = self.client.get(url).send().await.expect("GET /metrics");
+        reply.text().await.expect("a text exposition")
+    }
+
     /// `GET /health` on the ingest listener.
     pub async fn health(&self) -> Reply {
         let request = self.client.get(self.ingest_url("/health"));
