@@ -30,7 +30,8 @@ use crate::wal::format::{SnapshotWriter, Version, records};
 use crate::wal::{DataDir, Durable, RecoveryError, StorageError, Wal};
 
 /// The format version of an approximate data directory.
-const VERSION: Version = 3;
+pub const APPROX_VERSION: Version = 3;
+const VERSION: Version = APPROX_VERSION;
 /// Bytes of the snapshot's first section's one record: key, `lg_k`, reserved zeros.
 const HEADER_RECORD: usize = 24;
 
@@ -71,6 +72,19 @@ impl ApproxState {
             let _ = state.key.set(random_key());
         }
         state
+    }
+
+    /// A state to read a directory into offline (`ip-counter verify`): its key and sketches
+    /// come from the directory.
+    pub fn reading() -> ApproxState {
+        ApproxState::new(14, true)
+    }
+
+    /// Finishes reading a directory back: the snapshot's sketches parsed, the estimates set.
+    pub fn read_back(&self) {
+        let mut sketches = self.sketches.lock();
+        self.parse_loaded(&mut sketches);
+        self.publish(&sketches);
     }
 
     /// The coupon of `ip` under the directory's key, and its family (0 IPv4, 1 IPv6).
@@ -268,10 +282,7 @@ impl Approx {
     /// snapshot at once, before any record can depend on it.
     pub(super) fn recover(&self, data_dir: &DataDir) -> Result<(), RecoveryError> {
         let wal = data_dir.recover(self.state.clone())?;
-        {
-            let mut sketches = self.state.sketches.lock();
-            self.state.parse_loaded(&mut sketches);
-        }
+        self.state.read_back();
         if self.state.key.get().is_none() {
             let _ = self.state.key.set(random_key());
             wal.snapshot().map_err(|source| RecoveryError::Io {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::helpers::{Reply, ServerProcess, metric_sum, run_to_exit};
-use crate::persistence::{addresses, start};
+use crate::persistence::{addresses, start, verify};
 
 const APPROX: &[&str] = &["--count-mode=approx", "--windows="];
 
@@ -69,6 +69,26 @@ async fn an_estimate_within_three_standard_errors_that_survives_kill_9() {
     // And a single repeat says so.
     let reply = server.post_ip(&ips[7]).await;
     assert_eq!(reply.json()["message"], "IP already seen", "{}", reply.text);
+
+    // verify reads the directory offline to the same estimate; repair does not touch it.
+    drop(server);
+    let report = verify(data.path());
+    assert!(report.status.success(), "{report:?}");
+    let line = format!("estimate: about {estimate} unique addresses");
+    assert!(report.stdout.contains(&line), "{}", report.stdout);
+    assert!(
+        report.stdout.contains("bytes of sketches"),
+        "{}",
+        report.stdout
+    );
+    let dir = data.path().display().to_string();
+    let repair = run_to_exit(&["repair", &dir], &[], Duration::from_secs(20));
+    assert_eq!(repair.status.code(), Some(1), "{repair:?}");
+    assert!(
+        repair.stderr.contains("COUNT_MODE=approx"),
+        "{}",
+        repair.stderr
+    );
 }
 
 #[tokio::test]
