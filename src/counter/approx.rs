@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use siphasher::sip::SipHasher13;
 
 use super::exact::Family;
-use super::{Counts, Gauge, Observation};
+use super::{Counts, Gauge, Observation, persistence_gauges};
 use crate::wal::format::{SnapshotWriter, Version, records};
 use crate::wal::{DataDir, Durable, RecoveryError, StorageError, Wal};
 
@@ -383,12 +383,11 @@ impl Approx {
         self.wal.get().is_none_or(|wal| wal.writable())
     }
 
+    /// Its data directory's gauges, when it has one.
     pub(super) fn gauges(&self) -> Vec<Gauge> {
-        vec![Gauge {
-            name: "ipcounter_store_memory_bytes",
-            help: "Heap bytes held by the counting structures".into(),
-            value: self.memory_bytes() as u64,
-        }]
+        self.wal
+            .get()
+            .map_or_else(Vec::new, |wal| persistence_gauges(wal.status()))
     }
 
     pub(super) fn snapshot(&self) -> io::Result<Option<crate::wal::SnapshotDone>> {

@@ -12,8 +12,9 @@
 //! - reading: [`Counter::counts`] without I/O or locks, and the kind's own metrics
 //!   ([`Counter::gauges`]) and readiness ([`Counter::writable`]).
 //!
-//! The kinds live beside it, one module each: [`exact`], and [`shared`] (the exact kind with
-//! its changes sent to Redis). docs/DESIGN.md says how to add one.
+//! The kinds live beside it, one module each: [`exact`], [`shared`] (the exact kind with its
+//! changes sent to Redis) and [`approx`] (a HyperLogLog sketch). docs/DESIGN.md says how to add
+//! one.
 
 pub mod approx;
 pub mod clock;
@@ -89,6 +90,27 @@ pub struct Gauge {
     pub help: Cow<'static, str>,
     /// Its value now.
     pub value: u64,
+}
+
+/// The gauges of a data directory in `status`, whichever kind writes it.
+fn persistence_gauges(status: crate::wal::Status) -> Vec<Gauge> {
+    vec![
+        Gauge {
+            name: "ipcounter_persistence_log_bytes",
+            help: "Bytes in the current address log file".into(),
+            value: status.segment_bytes,
+        },
+        Gauge {
+            name: "ipcounter_persistence_writable",
+            help: "1 while new addresses can be made durable; 0 after a failed sync until a snapshot succeeds".into(),
+            value: u64::from(status.refusing.is_none()),
+        },
+        Gauge {
+            name: "ipcounter_persistence_last_snapshot_timestamp_seconds",
+            help: "When the last snapshot was written, in seconds since the Unix epoch (0: none yet)".into(),
+            value: status.last_snapshot.unwrap_or(0),
+        },
+    ]
 }
 
 /// The kinds of counter. Each is a module of this folder.
@@ -323,6 +345,11 @@ impl Counter {
                 value: counts.ipv6,
             },
         ];
+        gauges.push(Gauge {
+            name: "ipcounter_store_memory_bytes",
+            help: "Heap bytes held by the counting structures".into(),
+            value: self.memory_bytes() as u64,
+        });
         gauges.extend(match &self.kind {
             Kind::Exact(exact) => exact.gauges(),
             Kind::Shared(shared) => shared.gauges(),

@@ -55,6 +55,11 @@ async fn an_estimate_within_three_standard_errors_that_survives_kill_9() {
         metric_sum(&metrics, "ipcounter_count_relative_standard_error", &[]),
         rse
     );
+    // The data directory's health, as with the exact kind.
+    assert_eq!(
+        metric_sum(&metrics, "ipcounter_persistence_writable", &[]),
+        1.0
+    );
 
     server.kill_9();
     let server = start(data.path(), APPROX).await;

@@ -26,7 +26,7 @@ pub use set::AddressSet;
 use super::clock::Clock;
 use super::outbox::Outbox;
 use super::windows::{Change, WindowSettings, Windows};
-use super::{Counts, Gauge, Observation};
+use super::{Counts, Gauge, Observation, persistence_gauges};
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError, Wal};
 
 /// The exact kind: its state (the set, its windows) and its log once recovery has started it.
@@ -255,33 +255,11 @@ impl Exact {
         self.wal.get().is_none_or(|wal| wal.writable())
     }
 
+    /// Its data directory's gauges, when it has one.
     pub(super) fn gauges(&self) -> Vec<Gauge> {
-        let mut gauges = vec![Gauge {
-            name: "ipcounter_store_memory_bytes",
-            help: "Heap bytes held by the counting structures".into(),
-            value: self.state.set.memory_bytes() as u64,
-        }];
-        if let Some(wal) = self.wal.get() {
-            let status = wal.status();
-            gauges.extend([
-                Gauge {
-                    name: "ipcounter_persistence_log_bytes",
-                    help: "Bytes in the current address log file".into(),
-                    value: status.segment_bytes,
-                },
-                Gauge {
-                    name: "ipcounter_persistence_writable",
-                    help: "1 while new addresses can be made durable; 0 after a failed sync until a snapshot succeeds".into(),
-                    value: u64::from(status.refusing.is_none()),
-                },
-                Gauge {
-                    name: "ipcounter_persistence_last_snapshot_timestamp_seconds",
-                    help: "When the last snapshot was written, in seconds since the Unix epoch (0: none yet)".into(),
-                    value: status.last_snapshot.unwrap_or(0),
-                },
-            ]);
-        }
-        gauges
+        self.wal
+            .get()
+            .map_or_else(Vec::new, |wal| persistence_gauges(wal.status()))
     }
 
     pub(super) fn snapshot(&self) -> io::Result<Option<SnapshotDone>> {
