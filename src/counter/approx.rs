@@ -25,9 +25,10 @@ use parking_lot::Mutex;
 use siphasher::sip::SipHasher13;
 
 use super::exact::Family;
-use super::{Counts, Gauge, Observation, persistence_gauges};
+use super::log::Log;
+use super::{Counts, Gauge, Observation};
 use crate::wal::format::{SnapshotWriter, Version, records};
-use crate::wal::{DataDir, Durable, RecoveryError, StorageError, Wal};
+use crate::wal::{DataDir, Durable, RecoveryError, StorageError};
 
 /// The format version of an approximate data directory.
 pub const APPROX_VERSION: Version = 3;
@@ -266,7 +267,7 @@ impl Durable for ApproxState {
 #[derive(Debug)]
 pub struct Approx {
     state: Arc<ApproxState>,
-    wal: OnceLock<Arc<Wal<ApproxState>>>,
+    wal: Log<ApproxState>,
 }
 
 impl Approx {
@@ -274,7 +275,7 @@ impl Approx {
     pub(super) fn new(lg_k: u8, persistent: bool) -> Approx {
         Approx {
             state: Arc::new(ApproxState::new(lg_k, persistent)),
-            wal: OnceLock::new(),
+            wal: Log::new(),
         }
     }
 
@@ -290,7 +291,7 @@ impl Approx {
                 source,
             })?;
         }
-        let _ = self.wal.set(wal);
+        self.wal.start(wal);
         Ok(())
     }
 
@@ -358,10 +359,7 @@ impl Approx {
     }
 
     pub(super) async fn settle(&self) -> Result<(), StorageError> {
-        match self.wal.get() {
-            Some(wal) if wal.must_wait() => wal.durable().await,
-            _ => Ok(()),
-        }
+        self.wal.settle().await
     }
 
     pub(super) fn counts(&self) -> Counts {
@@ -380,22 +378,20 @@ impl Approx {
     }
 
     pub(super) fn writable(&self) -> bool {
-        self.wal.get().is_none_or(|wal| wal.writable())
+        self.wal.writable()
     }
 
     /// Its data directory's gauges, when it has one.
     pub(super) fn gauges(&self) -> Vec<Gauge> {
-        self.wal
-            .get()
-            .map_or_else(Vec::new, |wal| persistence_gauges(wal.status()))
+        self.wal.gauges()
     }
 
     pub(super) fn snapshot(&self) -> io::Result<Option<crate::wal::SnapshotDone>> {
-        self.wal.get().map(|wal| wal.snapshot()).transpose()
+        self.wal.snapshot()
     }
 
     pub(super) fn close(&self) -> io::Result<()> {
-        self.wal.get().map_or(Ok(()), |wal| wal.close())
+        self.wal.close()
     }
 }
 

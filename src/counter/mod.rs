@@ -19,6 +19,7 @@
 pub mod approx;
 pub mod clock;
 pub mod exact;
+mod log;
 mod outbox;
 pub mod shared;
 pub mod windows;
@@ -90,27 +91,6 @@ pub struct Gauge {
     pub help: Cow<'static, str>,
     /// Its value now.
     pub value: u64,
-}
-
-/// The gauges of a data directory in `status`, whichever kind writes it.
-fn persistence_gauges(status: crate::wal::Status) -> Vec<Gauge> {
-    vec![
-        Gauge {
-            name: "ipcounter_persistence_log_bytes",
-            help: "Bytes in the current address log file".into(),
-            value: status.segment_bytes,
-        },
-        Gauge {
-            name: "ipcounter_persistence_writable",
-            help: "1 while new addresses can be made durable; 0 after a failed sync until a snapshot succeeds".into(),
-            value: u64::from(status.refusing.is_none()),
-        },
-        Gauge {
-            name: "ipcounter_persistence_last_snapshot_timestamp_seconds",
-            help: "When the last snapshot was written, in seconds since the Unix epoch (0: none yet)".into(),
-            value: status.last_snapshot.unwrap_or(0),
-        },
-    ]
 }
 
 /// The kinds of counter. Each is a module of this folder.

@@ -16,7 +16,7 @@ mod set;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use bits::{Bits, Family, Run, Sightings, StampedRun};
@@ -24,16 +24,17 @@ pub use durable::{ExactState, log_record, log_record_addr};
 pub use set::AddressSet;
 
 use super::clock::Clock;
+use super::log::Log;
 use super::outbox::Outbox;
 use super::windows::{Change, WindowSettings, Windows};
-use super::{Counts, Gauge, Observation, persistence_gauges};
-use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError, Wal};
+use super::{Counts, Gauge, Observation};
+use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError};
 
 /// The exact kind: its state (the set, its windows) and its log once recovery has started it.
 #[derive(Debug)]
 pub struct Exact {
     state: Arc<ExactState>,
-    wal: OnceLock<Arc<Wal<ExactState>>>,
+    wal: Log<ExactState>,
     /// Where each logged change also goes, with its time, for a shared store to send on.
     outbox: Option<Arc<Outbox>>,
 }
@@ -56,7 +57,7 @@ impl Exact {
         }
         Ok(Exact {
             state,
-            wal: OnceLock::new(),
+            wal: Log::new(),
             outbox,
         })
     }
@@ -64,7 +65,7 @@ impl Exact {
     /// Reads `data_dir` back into the set and starts its log.
     pub(super) fn recover(&self, data_dir: &DataDir) -> Result<(), RecoveryError> {
         let wal = data_dir.recover(self.state.clone())?;
-        let _ = self.wal.set(wal);
+        self.wal.start(wal);
         Ok(())
     }
 
@@ -237,10 +238,7 @@ impl Exact {
     }
 
     pub(super) async fn settle(&self) -> Result<(), StorageError> {
-        match self.wal.get() {
-            Some(wal) if wal.must_wait() => wal.durable().await,
-            _ => Ok(()),
-        }
+        self.wal.settle().await
     }
 
     pub(super) fn counts(&self) -> Counts {
@@ -252,22 +250,20 @@ impl Exact {
     }
 
     pub(super) fn writable(&self) -> bool {
-        self.wal.get().is_none_or(|wal| wal.writable())
+        self.wal.writable()
     }
 
     /// Its data directory's gauges, when it has one.
     pub(super) fn gauges(&self) -> Vec<Gauge> {
-        self.wal
-            .get()
-            .map_or_else(Vec::new, |wal| persistence_gauges(wal.status()))
+        self.wal.gauges()
     }
 
     pub(super) fn snapshot(&self) -> io::Result<Option<SnapshotDone>> {
-        self.wal.get().map(|wal| wal.snapshot()).transpose()
+        self.wal.snapshot()
     }
 
     pub(super) fn close(&self) -> io::Result<()> {
-        self.wal.get().map_or(Ok(()), |wal| wal.close())
+        self.wal.close()
     }
 }
 
