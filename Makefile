@@ -47,7 +47,7 @@ durability-cost: ## Throughput memory-only vs DURABILITY=buffered vs fsync, as r
 windows-cost: ## Throughput with the default WINDOWS against WINDOWS= (off): single entries and bulk batches (ROUNDS=5)
 	scripts/windows-cost.sh
 
-approx-cost: ## COUNT_MODE=approx against exact (both WINDOWS=): single entries and bulk batches (ROUNDS=5)
+approx-cost: ## COUNT_MODE=approx against exact (both with the default windows; WINDOWS_OFF=1: off): single entries and bulk batches (ROUNDS=5)
 	scripts/approx-cost.sh
 
 redis-cost: ## STORE=redis against local: single entries with ~90 % repeats, bulk batches, Redis memory per address (ROUNDS=5)

@@ -8,7 +8,9 @@
 //! cargo run --release --example memory -- --approx [N_IPV4] [N_IPV6]
 //! ```
 //!
-//! `--approx` measures COUNT_MODE=approx (HLL_PRECISION 14, no data directory) instead.
+//! `--approx` measures COUNT_MODE=approx (HLL_PRECISION 14, no data directory) instead, with
+//! `--windows` its windows' rings too. A sketch's growth is tens of KiB, the size of the code
+//! that pages in as its paths first run, so it also prints the anonymous part (heap) alone.
 //!
 //! `--windows` counts through the exact counter with the default windows (5m,1h,24h) on a
 //! synthetic clock, each address at a random time over the last 24 hours, so every address
@@ -77,10 +79,10 @@ fn main() -> ExitCode {
         max_clock_skew: Duration::from_secs(300),
     };
     let counter = || {
-        if approx {
-            return Counter::approx(14, None);
-        }
         let clock = Arc::new(ManualClock::at(NOW));
+        if approx {
+            return Counter::approx(14, windows.then_some(&settings), None, clock);
+        }
         Counter::exact(windows.then_some(&settings), None, clock).unwrap()
     };
     let networks: Vec<u128> = (0..prefixes)
@@ -125,6 +127,7 @@ fn measure(
         return;
     }
     let (rss_before, heap_before) = (rss(), store.memory_bytes());
+    let anon_before = anon_rss();
     let approx = store.mode().0 == "approx";
     let mut distinct = 0;
     while distinct < n {
@@ -136,13 +139,16 @@ fn measure(
         distinct += u64::from(new || approx);
     }
     let (rss_after, heap_after) = (rss(), store.memory_bytes());
+    let anon_growth = anon_rss().saturating_sub(anon_before);
     if approx {
         let estimate = store.counts().total();
         println!(
-            "{family}: {n} random draws: estimate {estimate} ({:+.2} %); RSS growth {} KiB; \
+            "{family}: {n} random draws: estimate {estimate} ({:+.2} %); RSS growth {} KiB, of \
+             which anonymous (heap) {} KiB, the rest the binary's code paged in on first use; \
              memory_bytes() {} KiB",
             (estimate as f64 / n as f64 - 1.0) * 100.0,
             rss_after.saturating_sub(rss_before) >> 10,
+            anon_growth >> 10,
             heap_after >> 10
         );
         return;
@@ -181,4 +187,13 @@ fn rss() -> u64 {
         .and_then(|p| p.statm())
         .expect("reading /proc/self/statm");
     statm.resident * procfs::page_size()
+}
+
+/// Its anonymous resident memory (heap, stacks): the resident pages not backed by a file,
+/// so not the binary's code and data, which page in as code paths first run.
+fn anon_rss() -> u64 {
+    let statm = procfs::process::Process::myself()
+        .and_then(|p| p.statm())
+        .expect("reading /proc/self/statm");
+    (statm.resident - statm.shared) * procfs::page_size()
 }

@@ -60,7 +60,7 @@ impl App {
         let recovery = data_dir.is_some().then_some(config.http.request_timeout);
         let clock = Arc::new(SystemClock);
         let counter = match (config.approx, config.redis, recovery) {
-            (Some(lg_k), _, _) => Counter::approx(lg_k, recovery),
+            (Some(lg_k), _, _) => Counter::approx(lg_k, config.windows.as_ref(), recovery, clock),
             (None, Some(redis), Some(recovery)) => {
                 Counter::shared(config.windows.as_ref(), recovery, clock, redis)?
             }

@@ -9,7 +9,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use indicatif::ProgressBar;
@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::batch::{self, LineFormat, Report};
 use crate::cli::logfile::{self, Input};
+use crate::counter::clock::SystemClock;
 use crate::counter::{Counter, Observation};
 
 /// Arguments of `ip-counter count`.
@@ -150,7 +151,7 @@ pub fn run(args: &CountArgs) -> ExitCode {
     let inputs = Input::from_args(&args.files);
     let progress = logfile::progress_bar(&inputs);
     let counter = match args.approx {
-        true => Counter::approx(14, None),
+        true => Counter::approx(14, None, None, Arc::new(SystemClock)),
         false => Counter::in_memory(),
     };
     let result = count_inputs(

@@ -10,7 +10,7 @@ use clap::Args;
 
 use std::sync::Arc;
 
-use crate::counter::approx::{APPROX_VERSION, ApproxState};
+use crate::counter::approx::{APPROX_VERSIONS, ApproxState};
 use crate::counter::clock::SystemClock;
 use crate::counter::exact::ExactState;
 use crate::wal::format::{
@@ -35,7 +35,7 @@ pub struct RepairArgs {
 /// Runs `ip-counter repair`; exit 0 once the directory reads back whole, 1 when it could not
 /// be repaired (in use, unreadable).
 pub fn repair(args: &RepairArgs) -> ExitCode {
-    if version_of(&args.dir) == Some(APPROX_VERSION) {
+    if version_of(&args.dir).is_some_and(|v| APPROX_VERSIONS.contains(&v)) {
         eprintln!(
             "error: {}: a COUNT_MODE=approx directory; repair rebuilds exact ones only (for now)",
             args.dir.display()
@@ -55,7 +55,7 @@ pub fn repair(args: &RepairArgs) -> ExitCode {
 /// and prints what it holds; exit 0 when recovery would succeed (a torn tail is reported and
 /// would be dropped), 1 with the damaged file and offset when it would refuse.
 pub fn verify(args: &VerifyArgs) -> ExitCode {
-    if version_of(&args.dir) == Some(APPROX_VERSION) {
+    if version_of(&args.dir).is_some_and(|v| APPROX_VERSIONS.contains(&v)) {
         let state = ApproxState::reading();
         let sections = |r: [u64; 2]| format!("its key and {} bytes of sketches", r[1]);
         return verify_state(args, &state, sections, |state| {

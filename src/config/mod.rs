@@ -180,13 +180,6 @@ impl Flags {
                         .into(),
                 ));
             }
-            CountMode::Approx if windows.is_some() => {
-                return Err(ConfigError::Invalid(
-                    "error: COUNT_MODE=approx (--count-mode) has no time windows yet: set \
-                     WINDOWS= (empty) with it"
-                        .into(),
-                ));
-            }
             CountMode::Approx if redis.is_some() => {
                 return Err(ConfigError::Invalid(
                     "error: COUNT_MODE=approx (--count-mode) cannot be shared yet: use it with \

@@ -160,13 +160,17 @@ impl Counter {
         }
     }
 
-    /// An approximate counter (`COUNT_MODE=approx`) of `2^lg_k` registers a family, waiting for
-    /// its data directory as [`Counter::exact`] does with `recovery`.
-    pub fn approx(lg_k: u8, recovery: Option<Duration>) -> Counter {
-        Counter::of(
-            Kind::Approx(Approx::new(lg_k, recovery.is_some())),
-            recovery,
-        )
+    /// An approximate counter (`COUNT_MODE=approx`) of `2^lg_k` registers a family, with
+    /// `windows` (when set) on `clock`, waiting for its data directory as [`Counter::exact`]
+    /// does with `recovery`.
+    pub fn approx(
+        lg_k: u8,
+        windows: Option<&WindowSettings>,
+        recovery: Option<Duration>,
+        clock: Arc<dyn Clock>,
+    ) -> Counter {
+        let approx = Approx::new(lg_k, windows, clock, recovery.is_some());
+        Counter::of(Kind::Approx(approx), recovery)
     }
 
     /// With a shared store: whether it answers, and the changes not sent to it yet.
@@ -266,7 +270,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.windows(),
             Kind::Shared(shared) => shared.windows(),
-            Kind::Approx(_) => Vec::new(),
+            Kind::Approx(approx) => approx.windows(),
         }
     }
 
@@ -275,7 +279,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(exact) => exact.clock_skew_entries(),
             Kind::Shared(shared) => shared.clock_skew_entries(),
-            Kind::Approx(_) => 0,
+            Kind::Approx(approx) => approx.clock_skew_entries(),
         }
     }
 

@@ -172,6 +172,16 @@ fn bad_windows_stop_the_start_naming_the_setting() {
 /// in the log (a new address, or one seen at a later step) and in the snapshot.
 #[tokio::test]
 async fn windows_survive_a_restart_and_a_kill_9() {
+    survive_a_restart_and_a_kill_9(&[]).await;
+}
+
+/// The same with sketches: a handful of addresses is counted exactly by them.
+#[tokio::test]
+async fn approx_windows_survive_a_restart_and_a_kill_9() {
+    survive_a_restart_and_a_kill_9(&["--count-mode=approx"]).await;
+}
+
+async fn survive_a_restart_and_a_kill_9(flags: &[&str]) {
     use crate::helpers::ServerProcess;
     use crate::persistence::start;
 
@@ -201,7 +211,7 @@ async fn windows_survive_a_restart_and_a_kill_9() {
     }
 
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path(), &[]).await;
+    let mut server = start(data.path(), flags).await;
     post(
         &server,
         &[entry("192.0.2.50", 30), entry("2001:db8::51", 2 * HOUR)],
@@ -218,7 +228,7 @@ async fn windows_survive_a_restart_and_a_kill_9() {
     );
     server.kill_9();
 
-    let server = start(data.path(), &[]).await;
+    let server = start(data.path(), flags).await;
     let after = stats(&server).await;
     assert_eq!(after["unique_ip_addresses"], 3, "{after}");
     assert_eq!(
@@ -229,7 +239,7 @@ async fn windows_survive_a_restart_and_a_kill_9() {
     server.signal("TERM");
     let mut server = server;
     assert!(server.wait_exit(Duration::from_secs(10)).success());
-    let server = start(data.path(), &[]).await;
+    let server = start(data.path(), flags).await;
     let again = stats(&server).await;
     assert_eq!(
         again["windows"], before["windows"],

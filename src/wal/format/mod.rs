@@ -237,7 +237,7 @@ pub fn unknown_version(version: Version) -> Damage {
         7,
         format!(
             "format version {version}, which this COUNT_MODE does not read (1 and 2 are \
-             COUNT_MODE=exact, 3 is COUNT_MODE=approx): start it with the mode that wrote it"
+             COUNT_MODE=exact, 3 and 4 are COUNT_MODE=approx): start it with the mode that wrote it"
         ),
     )
 }
