@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, Counting};
 use crate::counter::Counter;
 use crate::counter::clock::SystemClock;
 use crate::http::server::{ConnectionLimits, bind, reload_on_sighup, serve};
@@ -59,12 +59,14 @@ impl App {
         .await?;
         let recovery = data_dir.is_some().then_some(config.http.request_timeout);
         let clock = Arc::new(SystemClock);
-        let counter = match (config.approx, config.redis, recovery) {
-            (Some(lg_k), _, _) => Counter::approx(lg_k, config.windows.as_ref(), recovery, clock),
-            (None, Some(redis), Some(recovery)) => {
-                Counter::shared(config.windows.as_ref(), recovery, clock, redis)?
+        let windows = config.windows.as_ref();
+        let counter = match (config.counting, config.redis, recovery) {
+            (Counting::Approx { lg_k }, _, _) => Counter::approx(lg_k, windows, recovery, clock),
+            (Counting::Auto(settings), _, _) => Counter::auto(settings, windows, recovery, clock)?,
+            (Counting::Exact, Some(redis), Some(recovery)) => {
+                Counter::shared(windows, recovery, clock, redis)?
             }
-            _ => Counter::exact(config.windows.as_ref(), recovery, clock)?,
+            (Counting::Exact, _, _) => Counter::exact(windows, recovery, clock)?,
         };
         let state = Arc::new(AppState::new(Arc::new(counter), &config.http));
         Ok(App {

@@ -84,10 +84,15 @@ pub struct Flags {
     pub max_clock_skew: Duration,
 
     /// `exact` keeps every address; `approx` a HyperLogLog sketch per family (fixed memory,
-    /// relative standard error 1.04/sqrt(2^HLL_PRECISION); needs WINDOWS= for now); `auto`
-    /// (exact, then the sketch past MEMORY_BUDGET) is not built yet
+    /// relative standard error 1.04/sqrt(2^HLL_PRECISION)); `auto` exact, then once the exact
+    /// structures reach MEMORY_BUDGET the sketch, seeded from the set
     #[arg(long, env = "COUNT_MODE", value_enum, default_value_t = CountMode::Exact)]
     pub count_mode: CountMode,
+
+    /// With COUNT_MODE=auto: the exact structures' size at which counting switches to the
+    /// sketch, e.g. `1GiB` or plain bytes
+    #[arg(long, env = "MEMORY_BUDGET", default_value = "1GiB", value_parser = parse_size)]
+    pub memory_budget: u64,
 
     /// log2 of the sketch's registers, 4 to 21; 14: 0.81 % relative standard error in 32 KiB
     #[arg(long, env = "HLL_PRECISION", default_value_t = 14,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+use crate::counter::auto::AutoSettings;
 use crate::counter::shared::RedisSettings;
 use crate::counter::windows::{MAX_SKEW_STEPS, WindowSettings};
 use crate::http::auth::Tokens;
@@ -46,10 +47,24 @@ pub struct Config {
     pub windows: Option<WindowSettings>,
     /// `STORE=redis`: the shared store's settings.
     pub redis: Option<RedisSettings>,
-    /// `COUNT_MODE=approx`: the sketch's `HLL_PRECISION`; `None` when exact.
-    pub approx: Option<u8>,
+    /// `COUNT_MODE`, with what its sketch needs.
+    pub counting: Counting,
     /// The listeners' and handlers' settings.
     pub http: http::Settings,
+}
+
+/// How the service counts (`COUNT_MODE`).
+#[derive(Debug, Clone)]
+pub enum Counting {
+    /// Every address.
+    Exact,
+    /// A sketch of `2^lg_k` registers a family.
+    Approx {
+        /// `HLL_PRECISION`.
+        lg_k: u8,
+    },
+    /// Exact until a budget, then the sketch.
+    Auto(AutoSettings),
 }
 
 /// What stops the program before it starts: a bad setting, or a request for help/version text.
@@ -172,25 +187,29 @@ impl Flags {
                 })
             }
         };
-        let approx = match self.count_mode {
-            CountMode::Exact => None,
-            CountMode::Auto => {
-                return Err(ConfigError::Invalid(
-                    "error: COUNT_MODE=auto (--count-mode) is not built yet; use exact or approx"
-                        .into(),
-                ));
-            }
-            CountMode::Approx if redis.is_some() => {
-                return Err(ConfigError::Invalid(
-                    "error: COUNT_MODE=approx (--count-mode) cannot be shared yet: use it with \
+        let counting = match self.count_mode {
+            CountMode::Exact => Counting::Exact,
+            mode if redis.is_some() => {
+                let mode = if mode == CountMode::Auto {
+                    "auto"
+                } else {
+                    "approx"
+                };
+                return Err(ConfigError::Invalid(format!(
+                    "error: COUNT_MODE={mode} (--count-mode) cannot be shared yet: use it with \
                      STORE=local"
-                        .into(),
-                ));
+                )));
             }
-            CountMode::Approx => Some(self.hll_precision),
+            CountMode::Approx => Counting::Approx {
+                lg_k: self.hll_precision,
+            },
+            CountMode::Auto => Counting::Auto(AutoSettings {
+                lg_k: self.hll_precision,
+                budget: self.memory_budget,
+            }),
         };
         Ok(Config {
-            approx,
+            counting,
             redis,
             windows,
             server_host: self.server_host,

@@ -17,6 +17,7 @@
 //! one.
 
 pub mod approx;
+pub mod auto;
 pub mod clock;
 pub mod exact;
 mod log;
@@ -36,6 +37,7 @@ use tokio::sync::watch;
 
 use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError};
 use approx::Approx;
+use auto::{Auto, AutoSettings};
 use clock::{Clock, SystemClock};
 use exact::Exact;
 use shared::{RedisSettings, Shared};
@@ -102,6 +104,8 @@ enum Kind {
     Shared(Arc<Shared>),
     /// A HyperLogLog sketch per family.
     Approx(Approx),
+    /// Exact until a memory budget, then the sketch.
+    Auto(Arc<Auto>),
 }
 
 /// The one counter of a service or a command; see the module docs.
@@ -173,10 +177,23 @@ impl Counter {
         Counter::of(Kind::Approx(approx), recovery)
     }
 
+    /// An automatic counter (`COUNT_MODE=auto`): exact, with `windows` (when set) on `clock`,
+    /// until the exact structures reach `settings.budget`, then the sketch; waiting for its
+    /// data directory as [`Counter::exact`] does with `recovery`.
+    pub fn auto(
+        settings: AutoSettings,
+        windows: Option<&WindowSettings>,
+        recovery: Option<Duration>,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<Counter> {
+        let auto = Auto::new(settings, windows, clock, recovery.is_some())?;
+        Ok(Counter::of(Kind::Auto(auto), recovery))
+    }
+
     /// With a shared store: whether it answers, and the changes not sent to it yet.
     pub fn shared_status(&self) -> Option<(bool, u64)> {
         match &self.kind {
-            Kind::Exact(_) | Kind::Approx(_) => None,
+            Kind::Exact(_) | Kind::Approx(_) | Kind::Auto(_) => None,
             Kind::Shared(shared) => Some(shared.status()),
         }
     }
@@ -186,6 +203,7 @@ impl Counter {
         match &self.kind {
             Kind::Exact(_) | Kind::Shared(_) => ("exact", 0.0),
             Kind::Approx(approx) => ("approx", approx.relative_standard_error()),
+            Kind::Auto(auto) => auto.mode(),
         }
     }
 
@@ -196,6 +214,7 @@ impl Counter {
             Kind::Exact(exact) => exact.recover(data_dir)?,
             Kind::Shared(shared) => shared.recover(data_dir)?,
             Kind::Approx(approx) => approx.recover(data_dir)?,
+            Kind::Auto(auto) => auto.recover(data_dir)?,
         }
         self.accepting.store(true, Ordering::Release);
         self.recovered.send_replace(true);
@@ -231,6 +250,7 @@ impl Counter {
             Kind::Exact(exact) => exact.record(observations),
             Kind::Shared(shared) => shared.record(observations),
             Kind::Approx(approx) => approx.record(observations),
+            Kind::Auto(auto) => auto.record(observations),
         }
     }
 
@@ -243,6 +263,7 @@ impl Counter {
             Kind::Exact(exact) => exact.record_one(observation),
             Kind::Shared(shared) => shared.record_one(observation),
             Kind::Approx(approx) => approx.record_one(observation),
+            Kind::Auto(auto) => auto.record_one(observation),
         }
     }
 
@@ -253,6 +274,7 @@ impl Counter {
             Kind::Exact(exact) => exact.settle().await,
             Kind::Shared(shared) => shared.settle().await,
             Kind::Approx(approx) => approx.settle().await,
+            Kind::Auto(auto) => auto.settle().await,
         }
     }
 
@@ -262,6 +284,7 @@ impl Counter {
             Kind::Exact(exact) => exact.counts(),
             Kind::Shared(shared) => shared.counts(),
             Kind::Approx(approx) => approx.counts(),
+            Kind::Auto(auto) => auto.counts(),
         }
     }
 
@@ -271,6 +294,7 @@ impl Counter {
             Kind::Exact(exact) => exact.windows(),
             Kind::Shared(shared) => shared.windows(),
             Kind::Approx(approx) => approx.windows(),
+            Kind::Auto(auto) => auto.windows(),
         }
     }
 
@@ -280,6 +304,7 @@ impl Counter {
             Kind::Exact(exact) => exact.clock_skew_entries(),
             Kind::Shared(shared) => shared.clock_skew_entries(),
             Kind::Approx(approx) => approx.clock_skew_entries(),
+            Kind::Auto(auto) => auto.clock_skew_entries(),
         }
     }
 
@@ -289,6 +314,7 @@ impl Counter {
             Kind::Exact(exact) => exact.memory_bytes(),
             Kind::Shared(shared) => shared.memory_bytes(),
             Kind::Approx(approx) => approx.memory_bytes(),
+            Kind::Auto(auto) => auto.memory_bytes(),
         }
     }
 
@@ -300,6 +326,7 @@ impl Counter {
                 Kind::Exact(exact) => exact.writable(),
                 Kind::Shared(shared) => shared.writable(),
                 Kind::Approx(approx) => approx.writable(),
+                Kind::Auto(auto) => auto.writable(),
             }
     }
 
@@ -338,6 +365,7 @@ impl Counter {
             Kind::Exact(exact) => exact.gauges(),
             Kind::Shared(shared) => shared.gauges(),
             Kind::Approx(approx) => approx.gauges(),
+            Kind::Auto(auto) => auto.gauges(),
         });
         gauges
     }
@@ -349,6 +377,7 @@ impl Counter {
             Kind::Exact(exact) => exact.snapshot(),
             Kind::Shared(shared) => shared.snapshot(),
             Kind::Approx(approx) => approx.snapshot(),
+            Kind::Auto(auto) => auto.snapshot(),
         }
     }
 
@@ -358,6 +387,7 @@ impl Counter {
             Kind::Exact(exact) => exact.close(),
             Kind::Shared(shared) => shared.close(),
             Kind::Approx(approx) => approx.close(),
+            Kind::Auto(auto) => auto.close(),
         }
     }
 }

@@ -157,6 +157,7 @@ impl<S: Durable> Wal<S> {
     /// a new segment, writes the state to a temporary file, syncs it, renames it into place and
     /// syncs the directory. A failure leaves the old snapshot and every segment in place.
     pub fn snapshot(&self) -> io::Result<SnapshotDone> {
+        let _one_at_a_time = self.snapshotting.lock();
         let started = Instant::now();
         let (generation, written, was_broken) = {
             let mut segment = self.segment.lock();

@@ -84,6 +84,9 @@ pub struct Wal<S> {
     pub(super) threads: Mutex<Vec<JoinHandle<()>>>,
     pub(super) stopping: AtomicBool,
     pub(super) snapshot_due: AtomicBool,
+    /// Held while a snapshot is written: the snapshot thread's and one asked for by a kind
+    /// (at its start, at a switch of `COUNT_MODE=auto`) must not share the temporary file.
+    pub(super) snapshotting: Mutex<()>,
     /// When the last snapshot was written, in seconds since the Unix epoch; 0 for none.
     pub(super) last_snapshot: AtomicU64,
 }
@@ -151,6 +154,7 @@ impl<S: Durable> Wal<S> {
             threads: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             snapshot_due: AtomicBool::new(snapshot_now),
+            snapshotting: Mutex::new(()),
             last_snapshot: AtomicU64::new(
                 fs::metadata(dir.join(SNAPSHOT))
                     .and_then(|m| m.modified())

@@ -134,7 +134,14 @@ async fn survives_kill_9(flags: &[&str]) {
 #[tokio::test]
 async fn approx_refuses_what_it_cannot_do_yet_and_the_directory_of_another_mode() {
     for (flags, says) in [
-        (&["--count-mode=auto"][..], "not built yet"),
+        (
+            &[
+                "--count-mode=auto",
+                "--store=redis",
+                "--redis-url=redis://127.0.0.1:1",
+            ][..],
+            "cannot be shared yet",
+        ),
         (
             &["--count-mode=approx", "--windows=", "--hll-precision=22"][..],
             "HLL_PRECISION",

@@ -3,6 +3,7 @@
 
 mod approx;
 mod auth;
+mod auto;
 mod batch;
 mod chaos;
 mod config;

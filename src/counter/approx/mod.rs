@@ -15,10 +15,13 @@
 //! Data directory, format version 3 (windows off): log records of 16 bytes (the address, IPv4
 //! as IPv4-mapped IPv6); a snapshot of one 24-byte record (the key, `lg_k`, zeros), then the
 //! two sketches as bytes (1-byte records: each sketch's length as a little-endian `u32`, then
-//! its DataSketches serialization, IPv4 first). Version 4 (windows on): log records of 20
-//! bytes, the address then its event time as a little-endian `u32` (seconds since the Unix
-//! epoch); the snapshot's bytes go on after the two sketches with the windows' rings
-//! ([`ring::Rings::write`]). Either version reads back with windows on or off.
+//! its DataSketches serialization, IPv4 first), then the floor (the exact counts a switch of
+//! `COUNT_MODE=auto` started from, two little-endian `u64`, zeros otherwise). Version 4
+//! (windows on): log records of 20 bytes, the address then its event time as a little-endian
+//! `u32` (seconds since the Unix epoch); the snapshot's bytes go on after the floor with the
+//! windows' rings ([`ring::Rings::write`]). Either version reads back with windows on or off.
+//! The records are laid out as the exact kind's (versions 1 and 2), which `COUNT_MODE=auto`
+//! relies on.
 
 mod ring;
 
@@ -38,7 +41,7 @@ use super::log::Log;
 use super::windows::WindowSettings;
 use super::{Counts, EventTime, Gauge, Observation};
 use crate::wal::format::{SnapshotWriter, Version, records};
-use crate::wal::{DataDir, Durable, RecoveryError, StorageError};
+use crate::wal::{DataDir, Durable, RecoveryError, StorageError, Wal};
 use ring::Rings;
 
 /// The format versions of an approximate data directory: without windows, with.
@@ -59,6 +62,9 @@ pub struct ApproxState {
     timing: Option<Timing>,
     /// Entries further ahead than `MAX_CLOCK_SKEW`, counted at arrival instead.
     skewed: AtomicU64,
+    /// The exact counts when `COUNT_MODE=auto` switched to this sketch (0 otherwise): the
+    /// counts reported are never below them, so that none goes down across the switch.
+    floor: [AtomicU64; 2],
 }
 
 #[derive(Debug)]
@@ -119,7 +125,9 @@ struct Sighting {
 }
 
 impl ApproxState {
-    fn new(
+    /// Empty sketches of `2^lg_k` registers, with `windows` on `clock` when set; keyed at
+    /// once unless `persistent` (the key is then read back, or drawn at recovery).
+    pub(super) fn new(
         lg_k: u8,
         windows: Option<&WindowSettings>,
         clock: Arc<dyn Clock>,
@@ -145,11 +153,55 @@ impl ApproxState {
                 clock,
             }),
             skewed: AtomicU64::new(0),
+            floor: [AtomicU64::new(0), AtomicU64::new(0)],
         };
         if !persistent {
             let _ = state.key.set(random_key());
         }
         state
+    }
+
+    /// A state for `COUNT_MODE=auto` to switch to: keyed at once (its first snapshot is
+    /// written before anything is logged), never reporting less than `floor`, and counting
+    /// skew on from `skewed`. [`ApproxState::seed`] fills it.
+    pub(super) fn switched(
+        lg_k: u8,
+        windows: Option<&WindowSettings>,
+        clock: Arc<dyn Clock>,
+        persistent: bool,
+        floor: Counts,
+        skewed: u64,
+    ) -> ApproxState {
+        let state = ApproxState::new(lg_k, windows, clock, persistent);
+        let _ = state.key.set(random_key());
+        state.floor[0].store(floor.ipv4, Ordering::Relaxed);
+        state.floor[1].store(floor.ipv6, Ordering::Relaxed);
+        state.skewed.store(skewed, Ordering::Relaxed);
+        state
+    }
+
+    /// Counts `seen` addresses, each with its time (0: before the largest window), without
+    /// logging them: what an exact set held.
+    pub(super) fn seed(&self, seen: &[(IpAddr, u32)]) {
+        let mut sketches = self.sketches.lock();
+        let now = self.now();
+        for &(ip, time) in seen {
+            let Sighting { family, coupon, .. } = self.sighting(&Observation::untimed(ip), now);
+            let second = self.second_read_back(time, now);
+            sketches.live.observe(family, coupon, second);
+            if let Some(probe) = &mut sketches.probe {
+                probe.observe(family, coupon, second);
+            }
+        }
+        self.publish(&sketches);
+    }
+
+    /// The second a time read back (a record's, a seeded one's) counts at in the windows: none
+    /// for 0, and a time ahead of the clock (which moved back) is now, as the exact kind reads
+    /// it.
+    fn second_read_back(&self, time: u32, now: i64) -> Option<i64> {
+        let timing = self.timing.as_ref()?;
+        (time != 0).then(|| i64::from(time).min(now + timing.skew_secs))
     }
 
     /// A state to read a directory into offline (`ip-counter verify`): its key and sketches
@@ -229,9 +281,13 @@ impl ApproxState {
     }
 
     fn counts(&self) -> Counts {
+        let count = |family: usize| {
+            let estimate = self.estimates[family].load(Ordering::Relaxed);
+            estimate.max(self.floor[family].load(Ordering::Relaxed))
+        };
         Counts {
-            ipv4: self.estimates[0].load(Ordering::Relaxed),
-            ipv6: self.estimates[1].load(Ordering::Relaxed),
+            ipv4: count(0),
+            ipv6: count(1),
         }
     }
 
@@ -259,6 +315,13 @@ impl ApproxState {
                     sketch(self.lg_k)
                 });
             sketches.live.totals[family] = sketch;
+        }
+        // The floor (a directory written before it was kept has none).
+        for floor in &self.floor {
+            let mut word = [0; 8];
+            if rest.read_exact(&mut word).is_ok() {
+                floor.store(u64::from_le_bytes(word), Ordering::Relaxed);
+            }
         }
         let now = self.now();
         if let (Some(rings), true) = (
@@ -327,21 +390,11 @@ impl Durable for ApproxState {
         let len = Self::record_len(version).expect("replayed versions are known");
         for record in bytes.chunks_exact(len) {
             let ip = super::exact::log_record_addr(record[..16].try_into().expect("16 bytes"));
-            let mut sighting = self.sighting(&Observation::untimed(ip), now);
-            // A time ahead of the clock (which moved back) is now, as the exact kind reads it.
-            sighting.second = match (&self.timing, record.get(16..)) {
-                (Some(timing), Some(time)) => {
-                    let time = u32::from_le_bytes(time.try_into().expect("4 bytes"));
-                    (time != 0).then(|| i64::from(time).min(now + timing.skew_secs))
-                }
-                _ => None,
-            };
-            let Sighting {
-                family,
-                coupon,
-                second,
-                ..
-            } = sighting;
+            let Sighting { family, coupon, .. } = self.sighting(&Observation::untimed(ip), now);
+            let second = record.get(16..20).and_then(|time| {
+                let time = u32::from_le_bytes(time.try_into().expect("4 bytes"));
+                self.second_read_back(time, now)
+            });
             sketches.live.observe(family, coupon, second);
             if let Some(probe) = &mut sketches.probe {
                 probe.observe(family, coupon, second);
@@ -390,6 +443,9 @@ impl Durable for ApproxState {
                 bytes.extend_from_slice(&(sketch.len() as u32).to_le_bytes());
                 bytes.extend_from_slice(&sketch);
             }
+            for floor in &self.floor {
+                bytes.extend_from_slice(&floor.load(Ordering::Relaxed).to_le_bytes());
+            }
             if let Some(rings) = &live.rings {
                 rings.write(&mut bytes);
             }
@@ -412,11 +468,12 @@ impl Durable for ApproxState {
     }
 }
 
-/// The approximate kind: its state and, once recovery has started it, its log.
+/// The approximate kind: its state and, once recovery has started it, its log. The log's
+/// state `W` is the approximate state, or one that holds it (`COUNT_MODE=auto`).
 #[derive(Debug)]
-pub struct Approx {
+pub struct Approx<W: Durable = ApproxState> {
     state: Arc<ApproxState>,
-    wal: Log<ApproxState>,
+    wal: Log<W>,
 }
 
 impl Approx {
@@ -428,10 +485,7 @@ impl Approx {
         clock: Arc<dyn Clock>,
         persistent: bool,
     ) -> Approx {
-        Approx {
-            state: Arc::new(ApproxState::new(lg_k, windows, clock, persistent)),
-            wal: Log::new(),
-        }
+        Approx::of(Arc::new(ApproxState::new(lg_k, windows, clock, persistent)))
     }
 
     /// Reads `data_dir` back and starts its log; a new directory gets its key, written in a
@@ -448,6 +502,21 @@ impl Approx {
         }
         self.wal.start(wal);
         Ok(())
+    }
+}
+
+impl<W: Durable> Approx<W> {
+    /// The kind counting into `state`.
+    pub(super) fn of(state: Arc<ApproxState>) -> Approx<W> {
+        Approx {
+            state,
+            wal: Log::new(),
+        }
+    }
+
+    /// Starts its log on `wal`, which a state holding this one's was recovered into.
+    pub(super) fn start(&self, wal: Arc<Wal<W>>) {
+        self.wal.start(wal);
     }
 
     /// Returns the growth of the estimate.
@@ -726,5 +795,27 @@ mod tests {
         let bytes = approx.memory_bytes();
         assert!(bytes < 1 << 20, "{bytes} bytes");
         assert_windows(&approx, [5 * 300, 5 * 3600, 400_000]);
+    }
+
+    #[test]
+    fn a_switched_state_never_reports_less_than_the_exact_counts_it_started_from() {
+        let floor = Counts {
+            ipv4: 1000,
+            ipv6: 5,
+        };
+        let state = ApproxState::switched(14, None, Arc::new(SystemClock), false, floor, 3);
+        let seen: Vec<(IpAddr, u32)> = (0..10).map(|i| (v4(i).ip, 0)).collect();
+        state.seed(&seen);
+        assert_eq!(
+            state.counts(),
+            floor,
+            "an estimate of 10 is below the floor"
+        );
+        let approx: Approx = Approx::of(Arc::new(state));
+        assert_eq!(approx.clock_skew_entries(), 3, "the skew counter goes on");
+        let more: Vec<Observation> = (0..2000).map(v4).collect();
+        approx.record(&more).unwrap();
+        let counts = approx.counts();
+        assert!(counts.ipv4 > 1000 && counts.ipv6 == 5, "{counts:?}");
     }
 }

@@ -28,13 +28,14 @@ use super::log::Log;
 use super::outbox::Outbox;
 use super::windows::{Change, WindowSettings, Windows};
 use super::{Counts, Gauge, Observation};
-use crate::wal::{DataDir, RecoveryError, SnapshotDone, StorageError};
+use crate::wal::{DataDir, Durable, RecoveryError, SnapshotDone, StorageError, Wal};
 
 /// The exact kind: its state (the set, its windows) and its log once recovery has started it.
+/// The log's state `W` is the exact state, or one that holds it (`COUNT_MODE=auto`).
 #[derive(Debug)]
-pub struct Exact {
+pub struct Exact<W: Durable = ExactState> {
     state: Arc<ExactState>,
-    wal: Log<ExactState>,
+    wal: Log<W>,
     /// Where each logged change also goes, with its time, for a shared store to send on.
     outbox: Option<Arc<Outbox>>,
 }
@@ -43,6 +44,15 @@ pub struct Exact {
 const SWEEP_POLL: Duration = Duration::from_secs(1);
 
 impl Exact {
+    /// Reads `data_dir` back into the set and starts its log.
+    pub(super) fn recover(&self, data_dir: &DataDir) -> Result<(), RecoveryError> {
+        let wal = data_dir.recover(self.state.clone())?;
+        self.wal.start(wal);
+        Ok(())
+    }
+}
+
+impl<W: Durable> Exact<W> {
     /// An empty exact counter, with `windows` when set (and the thread that sweeps their
     /// stale stamps), on `clock`.
     /// With `outbox`, everything written to the log is handed to it too.
@@ -50,7 +60,7 @@ impl Exact {
         windows: Option<&WindowSettings>,
         clock: Arc<dyn Clock>,
         outbox: Option<Arc<Outbox>>,
-    ) -> io::Result<Exact> {
+    ) -> io::Result<Exact<W>> {
         let state = Arc::new(ExactState::new(windows, clock));
         if state.windows.is_some() {
             sweep_stale_stamps(Arc::downgrade(&state))?;
@@ -62,11 +72,14 @@ impl Exact {
         })
     }
 
-    /// Reads `data_dir` back into the set and starts its log.
-    pub(super) fn recover(&self, data_dir: &DataDir) -> Result<(), RecoveryError> {
-        let wal = data_dir.recover(self.state.clone())?;
+    /// What it counts, for a log that holds it.
+    pub(super) fn state(&self) -> &Arc<ExactState> {
+        &self.state
+    }
+
+    /// Starts its log on `wal`, which a state holding this one's was recovered into.
+    pub(super) fn start(&self, wal: Arc<Wal<W>>) {
         self.wal.start(wal);
-        Ok(())
     }
 
     pub(super) fn record_one(&self, observation: Observation) -> Result<bool, StorageError> {
@@ -346,7 +359,7 @@ mod tests {
                 max_clock_skew: StdDuration::from_secs(300),
             };
             let clock = Arc::new(ManualClock::at(start));
-            let exact = Exact::new(Some(&settings), clock.clone(), None).unwrap();
+            let exact: Exact = Exact::new(Some(&settings), clock.clone(), None).unwrap();
             let mut latest: HashMap<IpAddr, Option<i64>> = HashMap::new();
             let mut now = start;
             for op in ops {

@@ -76,6 +76,11 @@ impl<W: Write + Seek> SnapshotWriter<W> {
         })
     }
 
+    /// The format version it writes.
+    pub fn version(&self) -> Version {
+        self.header.version
+    }
+
     /// Adds one record to `section`, which is never before the section of the record added
     /// before it.
     pub fn push(&mut self, section: usize, record: &[u8]) -> io::Result<()> {
