@@ -1,12 +1,14 @@
 //! The automatic kind (`COUNT_MODE=auto`): the exact kind until its structures reach
 //! `MEMORY_BUDGET`, then, once, the approximate kind, seeded from the exact set.
 //!
-//! A thread of its own (`ip-counter-auto`) checks the exact kind's memory ten times a second.
-//! The switch holds every record off (they wait, they are not refused): it builds the sketches
-//! from every member and its time, and, with a data directory, writes their snapshot before
-//! any record reaches the sketch, so that nothing acknowledged after the switch depends on a
-//! log the next start could read under another key. Then the exact set is dropped. A switch
-//! whose snapshot fails is undone (the exact kind goes on counting) and tried again later.
+//! A thread of its own (`ip-counter-auto`) checks the exact kind's memory ten times a second,
+//! and switches: it fills the sketches from every member and its time while the exact kind
+//! goes on counting (what it records meanwhile goes into the sketches too), then holds records
+//! off (they wait, they are not refused) only to take the exact counts as the floor and, with a
+//! data directory, write the sketches' snapshot before any record is counted into them, so that
+//! nothing acknowledged after the switch depends on a log the next start could read under
+//! another key. Then the exact set is dropped. A switch whose snapshot fails is undone (the
+//! exact kind goes on counting) and tried again later.
 //!
 //! The log is one [`Wal`] over [`AutoState`], whichever kind is counting: the two kinds' log
 //! records are laid out alike (an address, with windows its time), so records written just
@@ -46,7 +48,12 @@ pub struct AutoSettings {
 /// The kind counting now.
 #[derive(Debug)]
 enum Phase {
-    Exact(Exact<AutoState>),
+    /// With `seeding` while the sketch to switch to is filled: what is recorded goes into it
+    /// too.
+    Exact {
+        exact: Exact<AutoState>,
+        seeding: Option<Arc<ApproxState>>,
+    },
     Approx(Approx<AutoState>),
 }
 
@@ -182,7 +189,10 @@ impl Auto {
                 windows: windows.cloned(),
                 clock,
             }),
-            phase: RwLock::new(Phase::Exact(exact)),
+            phase: RwLock::new(Phase::Exact {
+                exact,
+                seeding: None,
+            }),
             wal: Log::new(),
             settings,
             persistent,
@@ -208,7 +218,7 @@ impl Auto {
                 *phase = Phase::Approx(approx);
             }
             Held::Exact(_) => match &*phase {
-                Phase::Exact(exact) => exact.start(wal),
+                Phase::Exact { exact, .. } => exact.start(wal),
                 Phase::Approx(_) => unreachable!("nothing switches before recovery"),
             },
         }
@@ -221,7 +231,7 @@ impl Auto {
     fn check(&self) -> bool {
         let due = match &*self.phase.read() {
             Phase::Approx(_) => return true,
-            Phase::Exact(exact) => exact.memory_bytes() as u64 >= self.settings.budget,
+            Phase::Exact { exact, .. } => exact.memory_bytes() as u64 >= self.settings.budget,
         };
         let ready = self.ready_at.lock().is_some_and(|at| Instant::now() >= at);
         if !(due && ready) {
@@ -241,28 +251,40 @@ impl Auto {
         }
     }
 
-    /// The switch; see the module docs. Records wait meanwhile.
+    /// The switch; see the module docs. Records go on while the sketch is seeded, and wait
+    /// only while its snapshot is written.
     fn switch(&self) -> io::Result<()> {
         let started = Instant::now();
-        let mut phase = self.phase.write();
-        let Phase::Exact(exact) = &*phase else {
-            return Ok(());
-        };
-        let from = exact.counts();
         let state = Arc::new(ApproxState::switched(
             self.settings.lg_k,
             self.state.windows.as_ref(),
             self.state.clock.clone(),
             self.persistent,
-            from,
-            exact.clock_skew_entries(),
         ));
-        exact.for_each_member(|members| state.seed(members));
+        match &mut *self.phase.write() {
+            Phase::Exact { seeding, .. } => *seeding = Some(state.clone()),
+            Phase::Approx(_) => return Ok(()),
+        }
+        // Every member so far; what is recorded meanwhile goes in as it is recorded. A sketch
+        // takes each address once whatever the order, so the two together hold the set.
+        if let Phase::Exact { exact, .. } = &*self.phase.read() {
+            exact.for_each_member(|members| state.seed(members));
+        }
+        let seeded = started.elapsed();
+
+        let mut phase = self.phase.write();
+        let held_from = Instant::now();
+        let Phase::Exact { exact, seeding } = &mut *phase else {
+            unreachable!("only this thread switches");
+        };
+        let from = exact.counts();
+        state.continue_from(from, exact.clock_skew_entries());
         let approx = Approx::of(state.clone());
         let before = std::mem::replace(&mut *self.state.held.write(), Held::Approx(state));
         if let Some(wal) = self.wal.get() {
             if let Err(e) = wal.snapshot() {
                 *self.state.held.write() = before;
+                *seeding = None;
                 return Err(e);
             }
             approx.start(wal.clone());
@@ -270,6 +292,7 @@ impl Auto {
         drop(before);
         let exact = std::mem::replace(&mut *phase, Phase::Approx(approx));
         drop(phase);
+        let held = held_from.elapsed();
         let memory = exact_memory(&exact);
         drop(exact);
         tracing::info!(
@@ -277,7 +300,8 @@ impl Auto {
             exact_ipv6 = from.ipv6,
             exact_bytes = memory,
             budget = self.settings.budget,
-            took_ms = started.elapsed().as_millis() as u64,
+            seeding_ms = seeded.as_millis() as u64,
+            records_held_ms = held.as_millis() as u64,
             "COUNT_MODE=auto switched to the sketch"
         );
         Ok(())
@@ -285,14 +309,26 @@ impl Auto {
 
     pub(super) fn record(&self, observations: &[Observation]) -> Result<u64, StorageError> {
         match &*self.phase.read() {
-            Phase::Exact(exact) => exact.record(observations),
+            Phase::Exact { exact, seeding } => {
+                let new = exact.record(observations)?;
+                if let Some(sketch) = seeding {
+                    sketch.seed_observations(observations);
+                }
+                Ok(new)
+            }
             Phase::Approx(approx) => approx.record(observations),
         }
     }
 
     pub(super) fn record_one(&self, observation: Observation) -> Result<bool, StorageError> {
         match &*self.phase.read() {
-            Phase::Exact(exact) => exact.record_one(observation),
+            Phase::Exact { exact, seeding } => {
+                let new = exact.record_one(observation)?;
+                if let Some(sketch) = seeding {
+                    sketch.seed_observations(&[observation]);
+                }
+                Ok(new)
+            }
             Phase::Approx(approx) => approx.record_one(observation),
         }
     }
@@ -303,7 +339,7 @@ impl Auto {
 
     pub(super) fn counts(&self) -> Counts {
         match &*self.phase.read() {
-            Phase::Exact(exact) => exact.counts(),
+            Phase::Exact { exact, .. } => exact.counts(),
             Phase::Approx(approx) => approx.counts(),
         }
     }
@@ -311,28 +347,28 @@ impl Auto {
     /// `exact` before the switch, `approx` and its relative standard error after.
     pub(super) fn mode(&self) -> (&'static str, f64) {
         match &*self.phase.read() {
-            Phase::Exact(_) => ("exact", 0.0),
+            Phase::Exact { .. } => ("exact", 0.0),
             Phase::Approx(approx) => ("approx", approx.relative_standard_error()),
         }
     }
 
     pub(super) fn windows(&self) -> Vec<(String, u64)> {
         match &*self.phase.read() {
-            Phase::Exact(exact) => exact.windows(),
+            Phase::Exact { exact, .. } => exact.windows(),
             Phase::Approx(approx) => approx.windows(),
         }
     }
 
     pub(super) fn clock_skew_entries(&self) -> u64 {
         match &*self.phase.read() {
-            Phase::Exact(exact) => exact.clock_skew_entries(),
+            Phase::Exact { exact, .. } => exact.clock_skew_entries(),
             Phase::Approx(approx) => approx.clock_skew_entries(),
         }
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
         match &*self.phase.read() {
-            Phase::Exact(exact) => exact.memory_bytes(),
+            Phase::Exact { exact, .. } => exact.memory_bytes(),
             Phase::Approx(approx) => approx.memory_bytes(),
         }
     }
@@ -363,7 +399,7 @@ impl Auto {
 
 fn exact_memory(phase: &Phase) -> usize {
     match phase {
-        Phase::Exact(exact) => exact.memory_bytes(),
+        Phase::Exact { exact, .. } => exact.memory_bytes(),
         Phase::Approx(_) => 0,
     }
 }
@@ -431,6 +467,37 @@ mod tests {
         assert!(
             (estimate / truth - 1.0).abs() < 3.0 * rse,
             "{estimate} for {truth}"
+        );
+    }
+
+    #[test]
+    fn what_is_recorded_while_the_sketch_is_seeded_is_in_it() {
+        let settings = AutoSettings {
+            lg_k: 14,
+            budget: 0,
+        };
+        let auto = Auto::new(settings, None, Arc::new(SystemClock), false).unwrap();
+        *auto.ready_at.lock() = None; // only this test switches it
+        let first: Vec<Observation> = (0..300_000).map(v4).collect();
+        auto.record(&first).unwrap();
+        let n = 600_000;
+        std::thread::scope(|scope| {
+            let recorder = scope.spawn(|| {
+                let rest: Vec<Observation> = (300_000..n).map(v4).collect();
+                for batch in rest.chunks(1_000) {
+                    auto.record(batch).unwrap();
+                }
+            });
+            std::thread::sleep(Duration::from_millis(1));
+            auto.switch().unwrap();
+            recorder.join().unwrap();
+        });
+        assert_eq!(auto.mode().0, "approx");
+        let estimate = auto.counts().total() as f64;
+        let rse = 1.04 / 128.0;
+        assert!(
+            (estimate / f64::from(n) - 1.0).abs() < 3.0 * rse,
+            "{estimate} for {n}"
         );
     }
 }

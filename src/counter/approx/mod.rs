@@ -161,39 +161,58 @@ impl ApproxState {
         state
     }
 
-    /// A state for `COUNT_MODE=auto` to switch to: keyed at once (its first snapshot is
-    /// written before anything is logged), never reporting less than `floor`, and counting
-    /// skew on from `skewed`. [`ApproxState::seed`] fills it.
+    /// A state for `COUNT_MODE=auto` to switch to, keyed at once (its first snapshot is
+    /// written before anything is logged). [`ApproxState::seed`] and
+    /// [`ApproxState::seed_observations`] fill it, [`ApproxState::continue_from`] finishes it.
     pub(super) fn switched(
         lg_k: u8,
         windows: Option<&WindowSettings>,
         clock: Arc<dyn Clock>,
         persistent: bool,
-        floor: Counts,
-        skewed: u64,
     ) -> ApproxState {
         let state = ApproxState::new(lg_k, windows, clock, persistent);
         let _ = state.key.set(random_key());
-        state.floor[0].store(floor.ipv4, Ordering::Relaxed);
-        state.floor[1].store(floor.ipv6, Ordering::Relaxed);
-        state.skewed.store(skewed, Ordering::Relaxed);
         state
     }
 
+    /// From now on it never reports less than `floor`, and counts skew on from `skewed`.
+    pub(super) fn continue_from(&self, floor: Counts, skewed: u64) {
+        self.floor[0].store(floor.ipv4, Ordering::Relaxed);
+        self.floor[1].store(floor.ipv6, Ordering::Relaxed);
+        self.skewed.store(skewed, Ordering::Relaxed);
+    }
+
     /// Counts `seen` addresses, each with its time (0: before the largest window), without
-    /// logging them: what an exact set held.
+    /// logging them: what an exact set holds.
     pub(super) fn seed(&self, seen: &[(IpAddr, u32)]) {
-        let mut sketches = self.sketches.lock();
         let now = self.now();
-        for &(ip, time) in seen {
-            let Sighting { family, coupon, .. } = self.sighting(&Observation::untimed(ip), now);
-            let second = self.second_read_back(time, now);
-            sketches.live.observe(family, coupon, second);
-            if let Some(probe) = &mut sketches.probe {
-                probe.observe(family, coupon, second);
+        let sightings: Vec<Sighting> = seen
+            .iter()
+            .map(|&(ip, time)| Sighting {
+                second: self.second_read_back(time, now),
+                ..self.sighting(&Observation::untimed(ip), now)
+            })
+            .collect();
+        self.seed_sightings(&sightings, now);
+    }
+
+    /// Counts `observations` without logging them: what an exact kind recorded meanwhile.
+    pub(super) fn seed_observations(&self, observations: &[Observation]) {
+        let now = self.now();
+        let sightings: Vec<Sighting> = observations.iter().map(|o| self.sighting(o, now)).collect();
+        self.seed_sightings(&sightings, now);
+    }
+
+    fn seed_sightings(&self, sightings: &[Sighting], now: i64) {
+        let mut sketches = self.sketches.lock();
+        let sketches = &mut *sketches;
+        for counted in std::iter::once(&mut sketches.live).chain(&mut sketches.probe) {
+            counted.advance(now);
+            for s in sightings {
+                counted.observe(s.family, s.coupon, s.second);
             }
         }
-        self.publish(&sketches);
+        self.publish(sketches);
     }
 
     /// The second a time read back (a record's, a seeded one's) counts at in the windows: none
@@ -803,9 +822,10 @@ mod tests {
             ipv4: 1000,
             ipv6: 5,
         };
-        let state = ApproxState::switched(14, None, Arc::new(SystemClock), false, floor, 3);
+        let state = ApproxState::switched(14, None, Arc::new(SystemClock), false);
         let seen: Vec<(IpAddr, u32)> = (0..10).map(|i| (v4(i).ip, 0)).collect();
         state.seed(&seen);
+        state.continue_from(floor, 3);
         assert_eq!(
             state.counts(),
             floor,
