@@ -1,6 +1,6 @@
 //! Measures issue 13's two counting modes against each other, in process: the exact counter
 //! (`Counter::in_memory()`, COUNT_MODE=exact without windows or data directory) and the
-//! approximate one (`Counter::approx(14, None)`, COUNT_MODE=approx, HLL_PRECISION 14).
+//! approximate one (`Counter::approx`, COUNT_MODE=approx without windows, HLL_PRECISION 14).
 //!
 //! ```text
 //! cargo run --release --example count_modes -- [--sizes 10000000,100000000] [--ipv6 10000000] [--rounds 3]
@@ -32,8 +32,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ip_counter::counter::clock::SystemClock;
 use ip_counter::counter::{Counter, Observation};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -109,7 +111,7 @@ impl Mode {
     fn counter(self) -> Counter {
         match self {
             Mode::Exact => Counter::in_memory(),
-            Mode::Approx => Counter::approx(LG_K, None),
+            Mode::Approx => Counter::approx(LG_K, None, None, Arc::new(SystemClock)),
         }
     }
 }
