@@ -30,69 +30,21 @@
 //! round 1's, and even there a phase after an exact one may show less than its own cost: pass a
 //! single size (`--sizes 100000000 --ipv6 0`, or `--sizes '' --ipv6 10000000`) for a phase alone.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/addresses.rs"]
+mod addresses;
+
+use addresses::Addresses;
 use ip_counter::counter::clock::SystemClock;
 use ip_counter::counter::{Counter, Observation};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 /// Observations a `record` call takes.
 const BATCH: usize = 10_000;
 /// HLL_PRECISION of the approximate counter (the default).
 const LG_K: u8 = 14;
-
-/// A bijection of u32 (a 32-bit murmur-style finalizer).
-fn mix32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^ (x >> 16)
-}
-
-/// A bijection of u64 (splitmix64's finalizer).
-fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// N distinct addresses of one family, drawn by a seeded bijection of their index.
-#[derive(Clone, Copy)]
-struct Addresses {
-    v6: bool,
-    a: u64,
-    b: u64,
-    c: u64,
-}
-
-impl Addresses {
-    fn new(v6: bool, seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        Addresses {
-            v6,
-            a: rng.random(),
-            b: rng.random(),
-            c: rng.random(),
-        }
-    }
-
-    /// The address of index `i`: distinct for distinct `i` below 2^32 (IPv4) or 2^64 (IPv6).
-    fn get(self, i: u64) -> IpAddr {
-        if self.v6 {
-            let lo = mix64(i.wrapping_add(self.a)) ^ self.b;
-            let hi = mix64(i ^ self.c);
-            IpAddr::V6(Ipv6Addr::from_bits(u128::from(hi) << 64 | u128::from(lo)))
-        } else {
-            let ip = mix32((i as u32).wrapping_add(self.a as u32)) ^ self.b as u32;
-            IpAddr::V4(Ipv4Addr::from_bits(ip))
-        }
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {

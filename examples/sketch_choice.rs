@@ -26,14 +26,17 @@
 use std::alloc::System;
 use std::hash::BuildHasher;
 use std::hint::black_box;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+#[path = "common/addresses.rs"]
+mod addresses;
+
+use addresses::Addresses;
 use cap::Cap;
 use cardinality_estimator::CardinalityEstimator;
 use datasketches::hash::value::raw_bytes;
 use datasketches::hll::{HllSketch, HllType, HllUnion};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 #[global_allocator]
 static ALLOC: Cap<System> = Cap::new(System, usize::MAX);
@@ -306,57 +309,16 @@ impl Candidate for CeKeyed {
 
 // ------------------------------------------------------------------- addresses
 
-/// A bijection of u32 (Wellons' lowbias32), so distinct inputs give distinct addresses.
-fn mix32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^ (x >> 16)
-}
-
-/// A bijection of u64 (splitmix64's finalizer).
-fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// N distinct addresses of one family, drawn by a seeded bijection of their index.
-#[derive(Clone, Copy)]
-struct Addresses {
-    v6: bool,
-    a: u64,
-    b: u64,
-    c: u64,
-}
-
 impl Addresses {
-    fn new(v6: bool, seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        Addresses {
-            v6,
-            a: rng.random(),
-            b: rng.random(),
-            c: rng.random(),
-        }
-    }
     fn width(self) -> usize {
         if self.v6 { 16 } else { 4 }
     }
     /// Writes the addresses of indexes `from..from + out.len() / width` into `out`.
     fn fill(self, from: u64, out: &mut [u8]) {
-        let w = self.width();
-        for (k, slot) in out.chunks_exact_mut(w).enumerate() {
-            let i = from + k as u64;
-            if self.v6 {
-                let lo = mix64(i.wrapping_add(self.a)) ^ self.b;
-                let hi = (0x2001_0db8u64 << 32) | (mix64(i ^ self.c) >> 32);
-                slot[..8].copy_from_slice(&hi.to_be_bytes());
-                slot[8..].copy_from_slice(&lo.to_be_bytes());
-            } else {
-                let ip = mix32((i as u32).wrapping_add(self.a as u32)) ^ self.b as u32;
-                slot.copy_from_slice(&ip.to_be_bytes());
+        for (k, slot) in out.chunks_exact_mut(self.width()).enumerate() {
+            match self.get(from + k as u64) {
+                IpAddr::V4(a) => slot.copy_from_slice(&a.octets()),
+                IpAddr::V6(a) => slot.copy_from_slice(&a.octets()),
             }
         }
     }
@@ -457,12 +419,12 @@ struct Options {
     big_only: Option<String>,
 }
 
-fn point<S: Candidate>(addrs: Addresses, n: u64, runs: usize, buf: &mut [u8]) -> PointRow {
+fn point<S: Candidate>(v6: bool, seed: u64, n: u64, runs: usize, buf: &mut [u8]) -> PointRow {
     let mut rates = Vec::new();
     let mut errs = Vec::new();
     let (mut heap, mut serialized) = (0, 0);
     for run in 0..runs {
-        let addrs = Addresses::new(addrs.v6, addrs.a ^ ((run as u64 + 1) * 0x9e37_79b9));
+        let addrs = Addresses::new(v6, seed ^ ((run as u64 + 1) * 0x9e37_79b9));
         let b = build::<S>(addrs, 0, n, buf);
         rates.push(n as f64 / b.insert_time.as_secs_f64() / 1e6);
         errs.push(b.sketch.estimate() / n as f64 - 1.0);
@@ -471,7 +433,7 @@ fn point<S: Candidate>(addrs: Addresses, n: u64, runs: usize, buf: &mut [u8]) ->
     }
     PointRow {
         name: S::NAME,
-        family: if addrs.v6 { "IPv6" } else { "IPv4" },
+        family: if v6 { "IPv6" } else { "IPv4" },
         n,
         runs,
         rate: median(rates),
@@ -499,10 +461,10 @@ fn candidate<S: Candidate>(opts: &Options, points: &mut Vec<PointRow>) -> CandRo
             continue;
         }
         let runs = if big { 1 } else { 3 };
-        points.push(point::<S>(Addresses::new(false, 1), n, runs, &mut buf));
+        points.push(point::<S>(false, 1, n, runs, &mut buf));
     }
     let n6 = 10_000_000.min(opts.max);
-    points.push(point::<S>(Addresses::new(true, 2), n6, 3, &mut buf));
+    points.push(point::<S>(true, 2, n6, 3, &mut buf));
 
     // Insert with the "did it change?" answer a single-entry reply needs, IPv4 at 10M.
     let mut rates = Vec::new();
