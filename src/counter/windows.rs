@@ -106,6 +106,38 @@ pub enum Change {
     },
 }
 
+/// Stamps the entries that arrive at one moment: [`Windows::stamper`].
+#[derive(Debug)]
+pub struct Stamper<'a> {
+    /// Arrival, in seconds.
+    now: i64,
+    /// The latest time taken as it is (`MAX_CLOCK_SKEW` ahead of now).
+    latest: i64,
+    /// The first second of the oldest step in the largest window.
+    earliest: i64,
+    step_secs: i64,
+    skewed: &'a AtomicU64,
+}
+
+impl Stamper<'_> {
+    /// As [`Windows::stamp`].
+    pub fn stamp(&self, time: EventTime) -> Stamp {
+        let at = match time {
+            Some(t) if i64::from(t.get()) > self.latest => {
+                self.skewed.fetch_add(1, Ordering::Relaxed);
+                self.now
+            }
+            Some(t) => i64::from(t.get()),
+            None => self.now,
+        };
+        if at < self.earliest {
+            0
+        } else {
+            stamp_of(at.div_euclid(self.step_secs))
+        }
+    }
+}
+
 /// Steps a chunk of the histogram sums, so that a window's count adds at most a few hundred
 /// numbers.
 const CHUNK: i64 = 256;
@@ -144,10 +176,11 @@ impl State {
         (step as usize) & (self.buckets.len() - 1)
     }
 
-    fn add(&self, step: i64, n: i64) {
+    /// Adds `n` addresses to `step`, with the state held alone.
+    fn add(&mut self, step: i64, n: i64) {
         let slot = self.slot(step);
-        self.buckets[slot].fetch_add(n, Ordering::Relaxed);
-        self.chunks[slot / CHUNK as usize].fetch_add(n, Ordering::Relaxed);
+        *self.buckets[slot].get_mut() += n;
+        *self.chunks[slot / CHUNK as usize].get_mut() += n;
     }
 
     /// The addresses stamped in steps `from..=to`, a range shorter than the buckets.
@@ -221,19 +254,19 @@ impl Windows {
     /// when it has none or is further ahead than `MAX_CLOCK_SKEW` (counted in
     /// [`Windows::skewed`]), no stamp when it is before the largest window.
     pub fn stamp(&self, time: EventTime, now: i64) -> Stamp {
-        let at = match time {
-            Some(t) if i64::from(t.get()) > now + self.skew_secs => {
-                self.skewed.fetch_add(1, Ordering::Relaxed);
-                now
-            }
-            Some(t) => i64::from(t.get()),
-            None => now,
-        };
-        let step = self.step(at);
-        if step <= self.step(now) - self.max_steps {
-            0
-        } else {
-            stamp_of(step)
+        self.stamper(now).stamp(time)
+    }
+
+    /// Stamps entries arriving at `now` (seconds) as [`Windows::stamp`] does, with what does
+    /// not depend on the entry worked out once.
+    pub fn stamper(&self, now: i64) -> Stamper<'_> {
+        let now_step = self.step(now);
+        Stamper {
+            now,
+            latest: now + self.skew_secs,
+            earliest: (now_step - self.max_steps + 1) * self.step_secs,
+            step_secs: self.step_secs,
+            skewed: &self.skewed,
         }
     }
 
@@ -292,20 +325,23 @@ impl Windows {
 
     /// Accounts for `changes`, made at `now` (seconds). Their order does not matter: each adds
     /// to or takes from one bucket, and a step before the largest window has left it already.
+    /// The histogram is held alone meanwhile, so that each change is two plain additions,
+    /// not two atomic ones.
     pub fn apply(&self, changes: &[Change], now: i64) {
         if changes.is_empty() {
             return;
         }
-        let state = self.at(now);
+        let mut state = self.state.write();
+        let step = self.step(now);
+        if state.now < step {
+            self.advance(&mut state, step);
+        }
         let order = Order {
             now: state.now,
             ahead: self.skew_steps,
         };
-        let live = |stamp| {
-            order
-                .step(stamp)
-                .filter(|&s| s > state.now - self.max_steps)
-        };
+        let earliest = state.now - self.max_steps;
+        let live = |stamp| order.step(stamp).filter(|&s| s > earliest);
         for &change in changes {
             let (from, to) = match change {
                 Change::Added(to) => (0, to),

@@ -143,7 +143,8 @@ impl<W: Durable> Exact<W> {
         let set = &self.state.set;
         let now = self.state.clock.now();
         let order = windows.order(now);
-        let stamped = |o: &Observation| (o.ip, windows.stamp(o.time, now));
+        let stamper = windows.stamper(now);
+        let stamped = |o: &Observation| (o.ip, stamper.stamp(o.time));
         let mut sightings = match observations {
             [one] => {
                 let (ip, stamp) = stamped(one);

@@ -56,7 +56,7 @@ impl AddressSet {
     /// In a stamped set, records each sighting: adds its address, or moves it to a later
     /// stamp; locks each part of the set once and returns what changed.
     pub fn observe_many(&self, sightings: &Sightings, order: Order) -> Vec<Change> {
-        let mut changes = Vec::new();
+        let mut changes = Vec::with_capacity(sightings.ipv4.len() + sightings.ipv6.len());
         self.ipv4.observe_many(&sightings.ipv4, order, &mut changes);
         self.ipv6.observe_many(&sightings.ipv6, order, &mut changes);
         changes
