@@ -88,6 +88,9 @@ pub struct Sightings {
     pub ipv4: Vec<(u32, Stamp)>,
     /// IPv6 addresses, none IPv4-mapped, and their stamps.
     pub ipv6: Vec<(u128, Stamp)>,
+    /// Where `AddressSet::retain_changing` found each IPv4 sighting in its block, or where it
+    /// would go: a hint `AddressSet::observe_many` checks before it searches. Empty before.
+    pub ipv4_found: Vec<u32>,
 }
 
 impl Sightings {
@@ -96,6 +99,7 @@ impl Sightings {
         let mut sightings = Sightings {
             ipv4: Vec::with_capacity(seen.len()),
             ipv6: Vec::new(),
+            ipv4_found: Vec::new(),
         };
         for (ip, stamp) in seen {
             match Family::of(ip) {

@@ -146,9 +146,34 @@ impl Block {
         }
     }
 
+    /// As [`Block::find`], trying `hint` first in a stamped sparse block: where `low` was found
+    /// (or would have gone) before.
+    fn find_near(&self, low: u16, hint: Option<usize>) -> Result<usize, usize> {
+        if let (Some(at), Members::Stamped(v)) = (hint, &self.members) {
+            let low_at = |i: usize| v.get(i).map(|&m| (m >> 16) as u16);
+            match low_at(at) {
+                Some(here) if here == low => return Ok(at),
+                here if here.is_none_or(|h| h > low)
+                    && (at == 0 || low_at(at - 1).is_some_and(|b| b < low)) =>
+                {
+                    return Err(at);
+                }
+                _ => {}
+            }
+        }
+        self.find(low)
+    }
+
     /// Records `low` seen at `stamp` in a stamped block: added, or moved to a later stamp.
-    fn observe(&mut self, low: u16, stamp: Stamp, order: Order) -> Option<Change> {
-        match self.find(low) {
+    /// `hint` as [`Block::find_near`] takes it.
+    fn observe(
+        &mut self,
+        low: u16,
+        stamp: Stamp,
+        order: Order,
+        hint: Option<usize>,
+    ) -> Option<Change> {
+        match self.find_near(low, hint) {
             Ok(at) if order.newer(stamp, self.stamp(at)) => {
                 let from = self.restamp(at, stamp);
                 Some(Change::Moved { from, to: stamp })
@@ -328,7 +353,7 @@ impl Ipv4Set {
         debug_assert!(self.stamped);
         let mut block = self.block(ip).lock();
         let before = block.heap_bytes();
-        let change = block.observe(ip as u16, stamp, order)?;
+        let change = block.observe(ip as u16, stamp, order, None)?;
         if let Change::Added(_) = change {
             self.len.fetch_add(1, Ordering::Relaxed);
             let grown = block.heap_bytes().wrapping_sub(before);
@@ -338,27 +363,32 @@ impl Ipv4Set {
     }
 
     /// Records each `(ip, stamp)` of `seen` (sorted by address) as [`Block::observe`] does,
-    /// locking each /16 block once; pushes what changed onto `changes`.
+    /// locking each /16 block once; pushes what changed onto `changes`. `found`, when not
+    /// empty, holds what [`Ipv4Set::retain_changing`] found for each: where to look first.
     pub(super) fn observe_many(
         &self,
         seen: &[(u32, Stamp)],
+        found: &[u32],
         order: Order,
         changes: &mut Vec<Change>,
     ) {
         debug_assert!(self.stamped);
         debug_assert!(seen.is_sorted_by_key(|&(ip, _)| ip));
+        let mut found = found.iter();
         for group in seen.chunk_by(|a, b| a.0 >> 16 == b.0 >> 16) {
             let mut block = self.block(group[0].0).lock();
             let before = block.heap_bytes();
             let mut added = 0;
             for &(ip, stamp) in group {
-                if let Some(change) = block.observe(ip as u16, stamp, order) {
-                    added += u64::from(matches!(change, Change::Added(_)));
+                // Each member added before it in this block moved it one place on.
+                let hint = found.next().map(|&at| at as usize + added);
+                if let Some(change) = block.observe(ip as u16, stamp, order, hint) {
+                    added += usize::from(matches!(change, Change::Added(_)));
                     changes.push(change);
                 }
             }
             if added > 0 {
-                self.len.fetch_add(added, Ordering::Relaxed);
+                self.len.fetch_add(added as u64, Ordering::Relaxed);
                 let grown = block.heap_bytes().wrapping_sub(before);
                 self.heap.fetch_add(grown, Ordering::Relaxed);
             }
@@ -367,16 +397,28 @@ impl Ipv4Set {
 
     /// Keeps only the sightings of `seen` (sorted by address) that are not members or are
     /// later than their member's stamp, locking each /16 block once; returns how many of
-    /// those kept are not members.
-    pub(super) fn retain_changing(&self, seen: &mut Vec<(u32, Stamp)>, order: Order) -> usize {
+    /// those kept are not members. `found` gets, for each kept, where it is in its block or
+    /// would go.
+    pub(super) fn retain_changing(
+        &self,
+        seen: &mut Vec<(u32, Stamp)>,
+        found: &mut Vec<u32>,
+        order: Order,
+    ) -> usize {
+        found.clear();
         let mut new = 0;
         self.retain_by_block(
             seen,
             |&(ip, _)| ip,
             |block, &(ip, stamp)| match block.find(ip as u16) {
-                Ok(i) => order.newer(stamp, block.stamp(i)),
-                Err(_) => {
+                Ok(i) if order.newer(stamp, block.stamp(i)) => {
+                    found.push(i as u32);
+                    true
+                }
+                Ok(_) => false,
+                Err(i) => {
                     new += 1;
+                    found.push(i as u32);
                     true
                 }
             },
@@ -518,5 +560,30 @@ mod tests {
             to: 950,
         };
         assert_eq!(moved, Some(expected));
+    }
+
+    /// A hint is only tried: right, stale or out of range, the block ends up as searching
+    /// alone would leave it.
+    #[test]
+    fn observing_with_any_hint_leaves_the_block_as_searching_does() {
+        let order = Order::at(1_000, 10);
+        let lows: Vec<u16> = (0..200).map(|i| (i * 7919 % 4000) as u16).collect();
+        for wrong in [0usize, 1, 3, 50, 10_000] {
+            let (mut hinted, mut searched) = (Block::new(true), Block::new(true));
+            for (i, &low) in lows.iter().enumerate() {
+                let stamp = (i % 30 + 1) as Stamp;
+                let right = hinted.find(low).unwrap_or_else(|at| at);
+                let hint = if i % 2 == 0 { right } else { right + wrong };
+                let a = hinted.observe(low, stamp, order, Some(hint));
+                let b = searched.observe(low, stamp, order, None);
+                assert_eq!(a, b, "{low} with hint {hint}");
+            }
+            let (Members::Stamped(a), Members::Stamped(b)) = (&hinted.members, &searched.members)
+            else {
+                panic!("200 members stay sparse");
+            };
+            assert_eq!(a, b, "off by {wrong}");
+            assert!(a.is_sorted());
+        }
     }
 }

@@ -57,7 +57,9 @@ impl AddressSet {
     /// stamp; locks each part of the set once and returns what changed.
     pub fn observe_many(&self, sightings: &Sightings, order: Order) -> Vec<Change> {
         let mut changes = Vec::with_capacity(sightings.ipv4.len() + sightings.ipv6.len());
-        self.ipv4.observe_many(&sightings.ipv4, order, &mut changes);
+        let ipv4 = &sightings.ipv4;
+        self.ipv4
+            .observe_many(ipv4, &sightings.ipv4_found, order, &mut changes);
         self.ipv6.observe_many(&sightings.ipv6, order, &mut changes);
         changes
     }
@@ -66,7 +68,8 @@ impl AddressSet {
     /// in the set, or seen at a later stamp than theirs), locking each /16 block once; returns
     /// how many of those kept are new.
     pub fn retain_changing(&self, sightings: &mut Sightings, order: Order) -> usize {
-        let mut new = self.ipv4.retain_changing(&mut sightings.ipv4, order);
+        let found = &mut sightings.ipv4_found;
+        let mut new = self.ipv4.retain_changing(&mut sightings.ipv4, found, order);
         sightings.ipv6.retain(|&(ip, stamp)| {
             let at = self.ipv6.stamp_of(ip);
             new += usize::from(at.is_none());
