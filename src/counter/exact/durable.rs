@@ -82,8 +82,8 @@ pub fn timed_records(sightings: &Sightings, windows: &Windows, order: Order) -> 
         .map(|&(a, stamp)| (Ipv6Addr::from_bits(a), stamp));
     let mut records = Vec::with_capacity(20 * (sightings.ipv4.len() + sightings.ipv6.len()));
     for (a, stamp) in ipv4.chain(ipv6) {
-        records.extend(a.octets());
-        records.extend(windows.time_of(stamp, order).to_le_bytes());
+        records.extend_from_slice(&a.octets());
+        records.extend_from_slice(&windows.time_of(stamp, order).to_le_bytes());
     }
     records
 }
